@@ -1,0 +1,76 @@
+"""Users and their scrypt-hashed passwords."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from shoplib.db import Database
+
+# scrypt at n=2**14 costs ~50 ms and 16 MiB per check: slow for guessing, fine for a lab's logins.
+_N, _R, _P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    return "$".join(("scrypt", str(_N), str(_R), str(_P), _b64(salt), _b64(digest)))
+
+
+def check_password(password: str, stored: str) -> bool:
+    _, n, r, p, salt, digest = stored.split("$")
+    candidate = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    return hmac.compare_digest(candidate, _unb64(digest))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+# Checked against when the user does not exist, so a login takes as long for unknown users.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def migrate(self) -> None:
+        self.db.execute(
+            "users.create_table",
+            """CREATE TABLE IF NOT EXISTS users (
+                username TEXT PRIMARY KEY,
+                password_hash TEXT NOT NULL,
+                roles TEXT NOT NULL
+            )""",
+        )
+
+    def seed_demo_users(self, users: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        """Create the demo users, or re-hash a password that the environment changed."""
+        for username, (password, roles) in users.items():
+            row = self.db.execute("users.get", "SELECT password_hash FROM users WHERE username = ?", (username,))
+            if row and check_password(password, row[0]["password_hash"]):
+                continue
+            self.db.execute(
+                "users.upsert",
+                """INSERT INTO users (username, password_hash, roles) VALUES (?, ?, ?)
+                   ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash,
+                   roles = excluded.roles""",
+                (username, hash_password(password), ",".join(roles)),
+            )
+
+    def authenticate(self, username: str, password: str) -> tuple[str, ...] | None:
+        """The user's roles when the password is right, else None (in constant-ish time)."""
+        rows = self.db.execute("users.get", "SELECT password_hash, roles FROM users WHERE username = ?", (username,))
+        if not rows:
+            check_password(password, _DUMMY_HASH)
+            return None
+        if not check_password(password, rows[0]["password_hash"]):
+            return None
+        return tuple(rows[0]["roles"].split(","))

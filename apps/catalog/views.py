@@ -1,0 +1,60 @@
+"""Product browsing (public) and stock reservations (for checkout, with the caller's token)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from shoplib.errors import Problem
+from shoplib.security import require_user
+from shoplib.validation import MAX_ID, Fields, json_body, order_lines, query_int, query_text
+
+from .store import CatalogStore
+
+bp = Blueprint("catalog", __name__)
+
+_REFERENCE = re.compile(r"[A-Za-z0-9_.:-]+")
+_RESERVATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _store() -> CatalogStore:
+    return current_app.extensions["catalog.store"]
+
+
+@bp.get("/products")
+def list_products() -> Any:
+    limit = query_int("limit", 20, 1, 100)
+    offset = query_int("offset", 0, 0, 1_000_000)
+    items, total = _store().search(query_text("q"), query_text("category"), limit, offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@bp.get("/products/<int:product_id>")
+def get_product(product_id: int) -> Any:
+    product = _store().get(product_id) if product_id <= MAX_ID else None
+    if product is None:
+        raise Problem(404, "Not found", f"There is no product {product_id}.")
+    return product
+
+
+@bp.post("/reservations")
+@require_user
+def reserve() -> Any:
+    body = json_body()
+    fields = Fields()
+    reference = fields.string(body, "reference", max_length=100, pattern=_REFERENCE, hint="letters, digits, . _ : -")
+    lines = order_lines(body, fields)
+    fields.raise_if_any()
+    reservation, created = _store().reserve(reference or "", lines)
+    return reservation, 201 if created else 200
+
+
+@bp.delete("/reservations/<reservation_id>")
+@require_user
+def release(reservation_id: str) -> Any:
+    reservation = _store().release(reservation_id) if _RESERVATION_ID.fullmatch(reservation_id) else None
+    if reservation is None:
+        raise Problem(404, "Not found", f"There is no reservation {reservation_id}.")
+    return reservation

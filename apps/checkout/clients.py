@@ -1,0 +1,89 @@
+"""HTTP calls to auth, catalog and payment. Trace context rides on every call (requests is instrumented)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+from shoplib.errors import Problem, unauthorized
+from shoplib.security import Principal
+
+
+class Downstream:
+    """One dependency; connection failures and timeouts become 503/504 problems naming it."""
+
+    def __init__(self, name: str, base_url: str, timeout_s: float) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+
+    def call(self, method: str, path: str, *, bearer: str, json: Any = None) -> requests.Response:
+        try:
+            return self.session.request(
+                method,
+                self.base_url + path,
+                json=json,
+                headers={"Authorization": f"Bearer {bearer}"},
+                timeout=self.timeout_s,
+            )
+        except requests.Timeout:
+            raise Problem(
+                504,
+                "Dependency timeout",
+                f"{self.name} did not answer within {self.timeout_s} s.",
+                kind="dependency-timeout",
+                dependency=self.name,
+            ) from None
+        except requests.RequestException:
+            raise Problem(
+                503,
+                "Dependency unavailable",
+                f"{self.name} could not be reached.",
+                kind="dependency-unavailable",
+                dependency=self.name,
+            ) from None
+
+    def check_alive(self) -> None:
+        """For /readyz: probes are not traced, or every healthcheck would become a trace."""
+        with suppress_instrumentation():
+            response = self.session.get(self.base_url + "/healthz", timeout=1.0)
+        response.raise_for_status()
+
+
+def failed(dependency: Downstream, response: requests.Response) -> Problem:
+    """A dependency answered with an error we cannot pass on as the client's fault."""
+    return Problem(
+        502,
+        "Dependency error",
+        f"{dependency.name} answered {response.status_code}.",
+        kind="dependency-error",
+        dependency=dependency.name,
+    )
+
+
+def problem_from(response: requests.Response) -> Problem:
+    """Re-raise a dependency's 4xx problem as ours, keeping its title, detail and extra members."""
+    body = response.json()
+    extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail", "errors")}
+    return Problem(
+        response.status_code,
+        body.get("title", "Error"),
+        body.get("detail", ""),
+        kind=body.get("type", "").rsplit(":", 1)[-1] or None,
+        errors=body.get("errors"),
+        **extra,
+    )
+
+
+class Auth(Downstream):
+    def verify(self, bearer: str) -> Principal:
+        response = self.call("GET", "/verify", bearer=bearer)
+        if response.status_code == 401:
+            raise unauthorized(response.json().get("detail", "The bearer token is not valid."))
+        if response.status_code != 200:
+            raise failed(self, response)
+        body = response.json()
+        return Principal(sub=body["sub"], roles=tuple(body["roles"]), expires_at=body["expires_at"])

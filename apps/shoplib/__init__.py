@@ -1,0 +1,1 @@
+"""What every shop service shares: configuration, logging, telemetry, metrics, faults, errors, SQLite."""

@@ -1,0 +1,172 @@
+"""`init_app`: what every service gets the same way — logging, tracing, RED metrics, faults, errors,
+health and readiness, and the admin endpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from . import metrics
+from .config import Setting
+from .config import load as load_settings
+from .db import Database
+from .errors import Problem, register_error_handlers
+from .faults import Fault, FaultRegistry
+from .logs import configure_logging
+from .security import current_principal, require_admin
+from .telemetry import configure_telemetry, instrument_app
+from .validation import json_body
+
+ReadinessCheck = tuple[str, Callable[[], None]]
+
+# Paths that operators and scrapers use: no faults, no RED metrics, no access lines.
+_INFRA_PATHS = ("/healthz", "/readyz", "/metrics")
+_access_log = logging.getLogger("shop.access")
+
+infra = Blueprint("shop_infra", __name__)
+
+
+def new_app(
+    import_name: str, service: str, settings: Sequence[Setting], test_config: dict[str, Any] | None = None
+) -> Flask:
+    """A Flask app configured from the environment, then `test_config` (tests only), with logging and
+    telemetry running so that start-up work (migrations, seeding) is already logged and traced."""
+    app = Flask(import_name)
+    app.config.from_mapping(load_settings(settings))
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TELEMETRY=True)
+    if test_config:
+        app.config.update(test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["shop"] = {"service": service}
+    configure_logging(service, app.config["LOG_LEVEL"])
+    if app.config["TELEMETRY"]:
+        configure_telemetry(service)
+    return app
+
+
+def open_database(app: Flask) -> Database:
+    """The service's SQLite file, `<DATA_DIR>/<service>.db`."""
+    service = app.extensions["shop"]["service"]
+    return Database(
+        Path(app.config["DATA_DIR"]) / f"{service}.db",
+        service,
+        busy_timeout_ms=app.config["DB_BUSY_TIMEOUT_MS"],
+        slow_query_ms=app.config["SLOW_QUERY_MS"],
+    )
+
+
+def init_app(app: Flask, *, faults: Sequence[Fault] = (), readiness: Sequence[ReadinessCheck] = ()) -> None:
+    """Attach the shared behaviour to an app made by `new_app`, after its blueprints."""
+    service = app.extensions["shop"]["service"]
+    instrument_app(app)
+    register_error_handlers(app)
+    app.extensions["shop"].update(faults=FaultRegistry(service, faults), readiness=tuple(readiness))
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.teardown_request(_teardown_request)
+    app.register_blueprint(infra)
+
+
+def fault_registry() -> FaultRegistry:
+    return current_app.extensions["shop"]["faults"]
+
+
+def _service() -> str:
+    return current_app.extensions["shop"]["service"]
+
+
+def _is_infra() -> bool:
+    return request.path in _INFRA_PATHS
+
+
+def _before_request() -> None:
+    g.request_started = time.perf_counter()
+    if _is_infra():
+        return
+    metrics.HTTP_REQUESTS_IN_FLIGHT.labels(_service()).inc()
+    g.counted_in_flight = True
+    if not request.path.startswith("/admin/"):
+        fault_registry().inject_into_request()
+
+
+def _after_request(response: Response) -> Response:
+    if _is_infra():
+        return response
+    seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method = request.method if request.method in metrics.KNOWN_METHODS else "OTHER"
+    metrics.HTTP_REQUEST_DURATION.labels(_service(), method, route, str(response.status_code)).observe(
+        seconds, exemplar=metrics.trace_exemplar()
+    )
+    _access_log.info(
+        "request",
+        extra={
+            "method": method,
+            "route": route,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 2),
+        },
+    )
+    return response
+
+
+def _teardown_request(_exc: BaseException | None) -> None:
+    if g.pop("counted_in_flight", False):
+        metrics.HTTP_REQUESTS_IN_FLIGHT.labels(_service()).dec()
+
+
+@infra.get("/healthz")
+def healthz() -> Any:
+    return {"status": "ok", "service": _service()}
+
+
+@infra.get("/readyz")
+def readyz() -> Any:
+    checks: dict[str, str] = {}
+    for name, check in current_app.extensions["shop"]["readiness"]:
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says why
+            checks[name] = f"failed: {exc}"
+    if all(result == "ok" for result in checks.values()):
+        return {"status": "ready", "service": _service(), "checks": checks}
+    raise Problem(503, "Not ready", f"{_service()} is not ready to serve.", checks=checks)
+
+
+@infra.get("/metrics")
+def metrics_endpoint() -> Response:
+    return metrics.exposition()
+
+
+def _faults_state() -> Any:
+    registry = fault_registry()
+    return jsonify(service=_service(), active=registry.active(), available=registry.describe())
+
+
+@infra.get("/admin/faults")
+@require_admin
+def get_faults() -> Any:
+    return _faults_state()
+
+
+@infra.put("/admin/faults")
+@require_admin
+def put_faults() -> Any:
+    registry = fault_registry()
+    registry.apply(registry.parse(json_body()), actor=current_principal().sub)
+    return _faults_state()
+
+
+@infra.delete("/admin/faults")
+@require_admin
+def delete_faults() -> Any:
+    names = request.args.getlist("fault") or None
+    fault_registry().clear(names, actor=current_principal().sub)
+    return _faults_state()

@@ -1,0 +1,147 @@
+"""Settings read once from the environment at start-up.
+
+Each service declares the variables it reads as `Setting`s; `load` parses them all and reports every
+missing or malformed one by name, so a bad deployment fails before it serves a request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+_REQUIRED = object()
+
+
+class ConfigError(Exception):
+    """One or more environment variables are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: how to parse it and what to use when it is unset.
+
+    `dev_default` is used only when SHOP_ENV=dev (native runs); everywhere else the variable is
+    required. Secrets use it so that no deployment can start on a published default.
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any = _REQUIRED
+    dev_default: Any = _REQUIRED
+
+
+def integer(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def number(minimum: float, maximum: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {raw.strip()}")
+        return value
+
+    return parse
+
+
+def text(min_length: int = 1, max_length: int = 4096) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not min_length <= len(raw) <= max_length:
+            raise ValueError(f"must be {min_length} to {max_length} characters long, got {len(raw)}")
+        return raw
+
+    return parse
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def exporter_names(raw: str) -> str:
+    """An OTEL_*_EXPORTER list; only exporters installed in the image are accepted."""
+    names = [name.strip().lower() for name in raw.split(",")]
+    unknown = [name for name in names if name not in ("otlp", "otlp_proto_http", "console", "none")]
+    if unknown:
+        raise ValueError(f"unsupported exporter {', '.join(map(repr, unknown))}; use otlp, console or none")
+    return raw
+
+
+def http_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s) URL, got {raw!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"malformed port in {raw!r}") from None
+    return raw.strip().rstrip("/")
+
+
+# Settings every service reads.
+COMMON_SETTINGS: tuple[Setting, ...] = (
+    Setting("SHOP_ENV", choice("dev", "prod"), default="prod"),
+    Setting("DATA_DIR", text(), default="data"),
+    Setting("LOG_LEVEL", choice("debug", "info", "warning", "error"), default="info"),
+    # HS256 needs a key of at least 256 bits; PyJWT warns below that.
+    Setting(
+        "JWT_SECRET",
+        text(min_length=32),
+        dev_default="dev-only-secret-never-use-outside-a-laptop",
+    ),
+    Setting("JWT_ISSUER", text(max_length=200), default="shoplab-auth"),
+    Setting("JWT_AUDIENCE", text(max_length=200), default="shoplab"),
+    Setting("SLOW_QUERY_MS", number(0, 600_000), default=50.0),
+    Setting("DB_BUSY_TIMEOUT_MS", integer(0, 600_000), default=5000),
+    # The SDK reads these itself (defaults in telemetry.OTEL_DEFAULTS); they are checked here so a
+    # typo fails at start, not at the first export.
+    Setting("OTEL_TRACES_EXPORTER", exporter_names, default=None),
+    Setting("OTEL_LOGS_EXPORTER", exporter_names, default=None),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", choice("http/protobuf"), default=None),
+)
+
+
+def load(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse `settings` (after COMMON_SETTINGS) from `environ`; raise ConfigError naming every bad one."""
+    env = os.environ if environ is None else environ
+    dev = env.get("SHOP_ENV", "").strip().lower() == "dev"
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in (*COMMON_SETTINGS, *settings):
+        raw = env.get(setting.name)
+        if raw is None or raw == "":
+            if dev and setting.dev_default is not _REQUIRED:
+                values[setting.name] = setting.dev_default
+            elif setting.default is not _REQUIRED:
+                values[setting.name] = setting.default
+            else:
+                problems.append(f"{setting.name} is required but not set")
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:  # parsers never echo a text() value, so secrets stay out of the message
+            problems.append(f"{setting.name}: {exc}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return values

@@ -1,0 +1,122 @@
+"""SQLite access shared by every service: one connection per thread, WAL, timed and traced statements."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+from .errors import Problem
+from .metrics import DB_QUERY_DURATION
+
+_log = logging.getLogger("shop.db")
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_WHITESPACE = re.compile(r"\s+")
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """How rows store time: UTC, milliseconds, 'Z' — one format, so text order is time order."""
+    return (moment or datetime.now(UTC)).strftime(TIMESTAMP_FORMAT)[:-4] + "Z"
+
+
+class Database:
+    """A SQLite file used from many request threads.
+
+    Every statement goes through `execute`, which names it (the `operation` label of
+    db_query_duration_seconds) and logs a WARN `slow_query` line above the threshold.
+    """
+
+    def __init__(self, path: Path, service: str, *, busy_timeout_ms: int, slow_query_ms: float) -> None:
+        self.path = path
+        self.service = service
+        self.busy_timeout_ms = busy_timeout_ms
+        self.slow_query_ms = slow_query_ms
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def open_connection(self) -> sqlite3.Connection:
+        """A new autocommit connection with the lab's pragmas (transactions are explicit)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")  # orders and payments must survive a power cut
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = SQLite3Instrumentor.instrument_connection(self.open_connection())
+            self._local.conn = conn
+        return conn
+
+    def execute(self, operation: str, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run one statement and fetch all its rows."""
+        return self._run(operation, sql, params)[0]
+
+    def execute_count(self, operation: str, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a write statement and return how many rows it changed."""
+        return self._run(operation, sql, params)[1]
+
+    def _run(self, operation: str, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], int]:
+        """'database is locked' after the busy timeout becomes a 503 problem."""
+        started = time.perf_counter()
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            rowcount = cursor.rowcount
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Problem(
+                    503,
+                    "Database busy",
+                    f"The {self.service} database stayed locked for {self.busy_timeout_ms} ms; retry shortly.",
+                    kind="database-busy",
+                    headers={"Retry-After": "1"},
+                ) from exc
+            raise
+        finally:
+            cursor.close()
+            self._observe(operation, sql, time.perf_counter() - started)
+        return rows, rowcount
+
+    def _observe(self, operation: str, sql: str, seconds: float) -> None:
+        DB_QUERY_DURATION.labels(self.service, operation).observe(seconds)
+        duration_ms = seconds * 1000
+        if duration_ms >= self.slow_query_ms:
+            _log.warning(
+                "slow_query",
+                extra={
+                    "operation": operation,
+                    "statement": _WHITESPACE.sub(" ", sql).strip(),
+                    "duration_ms": round(duration_ms, 2),
+                    "threshold_ms": self.slow_query_ms,
+                },
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so read-then-write is atomic."""
+        self.execute("begin", "BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise
+        self.execute("commit", "COMMIT")
+
+    def ping(self) -> None:
+        self.execute("ping", "SELECT 1")

@@ -1,0 +1,50 @@
+"""Metrics every service exposes the same way, and the /metrics exposition.
+
+Labels are bounded: route is the URL rule template, never the raw path; ids never become labels.
+"""
+
+from __future__ import annotations
+
+from flask import Response, request
+from opentelemetry import trace
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration",
+    "Time to serve an HTTP request, by route template and status code.",
+    ["service", "method", "route", "status_code"],
+    unit="seconds",
+)
+HTTP_REQUESTS_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served right now.", ["service"])
+DB_QUERY_DURATION = Histogram(
+    "db_query_duration",
+    "Time to run one SQLite statement and fetch its rows, by named operation.",
+    ["service", "operation"],
+    unit="seconds",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+FAULT_ACTIVE = Gauge(
+    "shop_fault_active", "1 while the named fault is injected into the service, else 0.", ["service", "fault"]
+)
+TELEMETRY_EXPORTED = Counter(
+    "telemetry_exported_items",
+    "Spans and log records handed to the OTLP exporter, by signal and export outcome.",
+    ["service", "signal", "outcome"],
+)
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """The current trace id as an exemplar, when the request is being traced."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": format(context.trace_id, "032x")}
+
+
+def exposition() -> Response:
+    """Prometheus text by default; OpenMetrics (which carries exemplars) when the scraper asks for it."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encoder(REGISTRY), content_type=content_type)

@@ -1,0 +1,100 @@
+"""Verifying auth-issued JWTs; the same check serves auth's /verify and every service's admin endpoints."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import jwt
+from flask import current_app, g, request
+
+from .errors import Problem, unauthorized
+
+ALGORITHM = "HS256"  # pinned: a token's own "alg" header is never trusted
+MAX_TOKEN_LENGTH = 4096
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    roles: tuple[str, ...]
+    expires_at: int
+
+
+def issue_token(sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
+    now = int(time.time())
+    claims = {
+        "sub": sub,
+        "roles": list(roles),
+        "iss": current_app.config["JWT_ISSUER"],
+        "aud": current_app.config["JWT_AUDIENCE"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, current_app.config["JWT_SECRET"], algorithm=ALGORITHM)
+
+
+def decode_token(token: str) -> Principal:
+    """Verify signature, issuer, audience and expiry; any failure is a 401 problem."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise unauthorized("The bearer token is too long.")
+    try:
+        claims = jwt.decode(
+            token,
+            current_app.config["JWT_SECRET"],
+            algorithms=[ALGORITHM],
+            issuer=current_app.config["JWT_ISSUER"],
+            audience=current_app.config["JWT_AUDIENCE"],
+            options={"require": ["sub", "exp", "iat", "iss", "aud"]},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError:
+        raise unauthorized("The bearer token has expired; log in again.") from None
+    except jwt.InvalidTokenError:
+        raise unauthorized("The bearer token is not valid.") from None
+    roles = claims.get("roles", [])
+    if not isinstance(claims["sub"], str) or not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise unauthorized("The bearer token has malformed claims.")
+    return Principal(sub=claims["sub"], roles=tuple(roles), expires_at=int(claims["exp"]))
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("Send an auth-issued token as 'Authorization: Bearer <token>'.")
+    return token.strip()
+
+
+def current_principal() -> Principal:
+    """The verified caller of this request (verified once, then cached on flask.g)."""
+    if "principal" not in g:
+        g.principal = decode_token(bearer_token())
+    return g.principal
+
+
+def require_user(view: F) -> F:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_principal()
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def require_admin(view: F) -> F:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "admin" not in current_principal().roles:
+            raise Problem(403, "Forbidden", "This endpoint needs a token with the admin role.")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,93 @@
+"""Fixtures: apps built in-process for unit tests, and the real multi-process shop for the rest."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from otlp_receiver import OtlpReceiver
+from shop import SERVICES, Shop
+from shoplib.config import load as load_settings
+from shoplib.security import issue_token
+
+# Unit tests run the apps the way `make services` does: dev defaults, no exporter threads.
+os.environ["SHOP_ENV"] = "dev"
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Flask]:
+    """`make_app("catalog", SEED_PRODUCTS=20)` builds a service with its own temporary database."""
+
+    def build(service: str, **config: Any) -> Flask:
+        test_config = {"TESTING": True, "TELEMETRY": False, "DATA_DIR": str(tmp_path / service), **config}
+        return importlib.import_module(service).create_app(test_config)
+
+    return build
+
+
+@pytest.fixture
+def token_for() -> Callable[..., str]:
+    """Signs a token as auth would (same settings, so same secret), without a login round trip."""
+    signer = Flask("signer")
+    signer.config.from_mapping(load_settings(()))
+
+    def sign(sub: str = "alice", roles: tuple[str, ...] = ("customer",), ttl_s: int = 600) -> str:
+        with signer.app_context():
+            return issue_token(sub, roles, ttl_s)
+
+    return sign
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def client_for(make_app: Callable[..., Flask]) -> Callable[..., FlaskClient]:
+    def build(service: str, **config: Any) -> FlaskClient:
+        return make_app(service, **config).test_client()
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[Shop]:
+    """The four services as real processes, exporting traces and logs to the test's OTLP receiver."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    }
+    running = Shop(tmp_path_factory.mktemp("shop"), env).start()
+    yield running
+    assert running.stop() == 0
+    # Whatever the tests threw at it, no request may have ended in an unexpected error.
+    assert running.logs(message="unhandled_exception") == []
+
+
+@pytest.fixture(scope="session")
+def admin_token(shop: Shop) -> str:
+    return shop.login("admin")
+
+
+@pytest.fixture
+def clean_faults(shop: Shop, admin_token: str) -> Iterator[None]:
+    """Whatever a test injects is cleared afterwards, so tests stay independent."""
+    yield
+    for service in SERVICES:
+        shop.clear_faults(service, admin_token)

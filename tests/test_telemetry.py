@@ -1,0 +1,126 @@
+"""One order = one trace across four services; logs and metrics point back to it; nothing leaks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from shop import GOOD_CARD, SERVICES, Shop, free_ports, poll_until
+
+SERVER, CLIENT = 2, 3  # OTLP SpanKind values
+
+
+@pytest.fixture(scope="module")
+def placed(shop):
+    """One paid order, and the trace id its checkout log line carries."""
+    token = shop.login("alice")
+    response = shop.order(token, [{"product_id": 21, "quantity": 1}, {"product_id": 22, "quantity": 2}])
+    assert response.status_code == 201, response.text
+    order_id = response.json()["order_id"]
+    (line,) = poll_until(lambda: shop.logs(message="order_paid", order_id=order_id), what="the order_paid line")
+    return {"order_id": order_id, "trace_id": line["trace_id"], "token": token}
+
+
+def _complete_trace(otlp, trace_id):
+    """The trace once every service's server span has arrived (checkout's, the root, ends last)."""
+    spans = otlp.spans_of(trace_id)
+    return spans if {span.service for span in spans if span.kind == SERVER} == set(SERVICES) else None
+
+
+def test_an_order_is_one_trace_with_spans_from_all_four_services(otlp, placed):
+    spans = poll_until(lambda: _complete_trace(otlp, placed["trace_id"]), what="spans from all four services")
+    by_id = {span.span_id: span for span in spans}
+
+    roots = [span for span in spans if not span.parent_span_id]
+    assert [(r.service, r.kind, r.name) for r in roots] == [("checkout", SERVER, "POST /orders")]
+    orphans = [span.name for span in spans if span.parent_span_id and span.parent_span_id not in by_id]
+    assert orphans == []
+
+    def ancestors(span):
+        while span.parent_span_id:
+            span = by_id[span.parent_span_id]
+            yield span
+
+    # Each downstream server span hangs off a checkout client span inside the business step that made it.
+    expected_step = {"auth": "verify customer", "catalog": "reserve stock", "payment": "charge payment"}
+    for service, step in expected_step.items():
+        server = [s for s in spans if s.service == service and s.kind == SERVER]
+        assert server, f"no server span from {service}"
+        parent = by_id[server[0].parent_span_id]
+        assert (parent.service, parent.kind) == ("checkout", CLIENT)
+        assert step in [a.name for a in ancestors(parent)]
+
+    gateway = next(s for s in spans if s.name == "gateway authorize")
+    assert any(a.service == "payment" and a.kind == SERVER for a in ancestors(gateway))
+    db_services = {s.service for s in spans if s.attributes.get("db.system") == "sqlite"}
+    assert {"catalog", "checkout", "payment"} <= db_services
+    assert "persist order" in {s.name for s in spans}
+
+
+def test_log_lines_from_all_four_services_carry_the_trace_id(shop, otlp, placed):
+    trace_id = placed["trace_id"]
+    stdout_services = {line["service"] for line in shop.log_lines() if line.get("trace_id") == trace_id}
+    assert stdout_services == set(SERVICES)
+    access = shop.logs(trace_id=trace_id, message="request")
+    assert {"route", "status", "duration_ms", "span_id", "timestamp", "level", "logger"} <= set(access[0])
+
+    otlp_services = poll_until(
+        lambda: (
+            {r.service for r in otlp.logs_of(trace_id)} == set(SERVICES) and {r.service for r in otlp.logs_of(trace_id)}
+        ),
+        what="OTLP log records from all four services",
+    )
+    assert otlp_services == set(SERVICES)
+    record = next(r for r in otlp.logs_of(trace_id) if r.body == "order_paid")
+    assert record.attributes["order_id"] == placed["order_id"] and record.span_id
+
+
+def test_the_request_is_in_metrics_with_a_trace_exemplar(shop, placed):
+    text = requests.get(shop.url("checkout", "/metrics")).text
+    assert re.search(r'http_request_duration_seconds_count\{[^}]*method="POST"[^}]*route="/orders"', text)
+    assert "# {" not in text  # plain Prometheus text has no exemplars
+
+    openmetrics = requests.get(shop.url("checkout", "/metrics"), headers={"Accept": "application/openmetrics-text"})
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    exemplars = re.findall(
+        r'http_request_duration_seconds_bucket\{[^}]*method="POST"[^}]*route="/orders"[^}]*\} \S+ '
+        r'# \{trace_id="(\w+)"\}',
+        openmetrics.text,
+    )
+    assert placed["trace_id"] in exemplars
+
+
+def test_no_card_number_or_token_reaches_logs_spans_or_metrics(shop, otlp, placed):
+    secrets = [GOOD_CARD["number"].encode(), placed["token"].encode(), b"cvc"]  # no card object is ever dumped
+    exported = b"".join(otlp.raw_payloads)
+    printed = shop.stdout_path.read_bytes()
+    scraped = b"".join(requests.get(shop.url(s, "/metrics")).content for s in SERVICES)
+    for secret in secrets:
+        assert secret not in exported and secret not in printed and secret not in scraped
+
+
+def test_an_unreachable_otlp_endpoint_costs_no_request(tmp_path):
+    (closed_port,) = free_ports(1)
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port}",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    shop = Shop(tmp_path, env, services=("catalog",)).start()
+    try:
+        statuses = [requests.get(shop.url("catalog", f"/products/{n}"), timeout=5).status_code for n in range(1, 41)]
+        assert statuses == [200] * 40
+
+        def failures_counted():
+            text = requests.get(shop.url("catalog", "/metrics")).text
+            match = re.search(
+                r'telemetry_exported_items_total\{outcome="failure",service="catalog",signal="traces"\} (\S+)', text
+            )
+            return match and float(match.group(1)) > 0
+
+        poll_until(failures_counted, timeout=30, what="the exporter to report failed exports")
+    finally:
+        assert shop.stop() == 0
