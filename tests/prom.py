@@ -1,0 +1,98 @@
+"""The real Prometheus from Debian's package, started on the project's own prometheus.yml and rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from shop import REPO, Shop, free_ports, poll_until
+
+PROMETHEUS_DIR = REPO / "prometheus"
+
+
+def binary(name: str) -> str:
+    """The path of a Debian-packaged tool; in CI its absence fails the test instead of skipping it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def native_config(shop: Shop, rules_dir: Path, alertmanager: str | None = None) -> dict[str, Any]:
+    """prometheus.yml with only the addresses changed: shop targets to the native services, rule files to
+    the repo's, Alertmanager to a local one (or none)."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        for group in job.get("static_configs", []):
+            group["targets"] = [_native(target, shop) for target in group["targets"]]
+    config["rule_files"] = [str(rules_dir / Path(pattern).name) for pattern in config["rule_files"]]
+    targets = [alertmanager] if alertmanager else []
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = targets
+    return config
+
+
+def _native(target: str, shop: Shop) -> str:
+    host = target.split(":", maxsplit=1)[0]
+    return f"127.0.0.1:{shop.ports[host]}" if host in shop.ports else target
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        (self.port,) = free_ports(1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "prometheus.log"
+        self.args = [
+            binary("prometheus"),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            # The same features compose.yaml turns on for the pinned image.
+            "--enable-feature=exemplar-storage",
+            "--web.enable-remote-write-receiver",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Prometheus:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        poll_until(self._ready, timeout=30, what=f"Prometheus to be ready ({self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"Prometheus exited:\n{self.log_path.read_text()[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr, **({"time": str(at)} if at else {})}
+        body = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def firing(self) -> list[dict[str, Any]]:
+        alerts = requests.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return [alert for alert in alerts if alert["state"] == "firing"]
+
+    def targets_up(self, job: str) -> bool:
+        return bool(self.query(f'up{{job="{job}"}} == 1')) and not self.query(f'up{{job="{job}"}} == 0')
