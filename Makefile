@@ -15,15 +15,21 @@ $(BIN)/.installed: apps/requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# Grafana's LogQL/TraceQL grammars (npm), for the dashboard query tests.
+GRAMMARS := tests/grammar/node_modules/.installed
+$(GRAMMARS): tests/grammar/package.json tests/grammar/package-lock.json
+	npm ci --prefix tests/grammar --no-audit --no-fund --loglevel=error
+	touch $@
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint $(GRAMMARS)
 	$(BIN)/pytest
 
 services: $(BIN)/.installed
 	PYTHONPATH=apps $(BIN)/python -m shoplib.run
 
 clean:
-	rm -rf $(VENV) data reports
+	rm -rf $(VENV) data reports tests/grammar/node_modules

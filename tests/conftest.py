@@ -13,7 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from otlp_receiver import OtlpReceiver
-from shop import SERVICES, Shop
+from prom import Prometheus
+from shop import SERVICES, Shop, poll_until
 from shoplib.config import load as load_settings
 from shoplib.security import issue_token
 
@@ -83,6 +84,19 @@ def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterat
 @pytest.fixture(scope="session")
 def admin_token(shop: Shop) -> str:
     return shop.login("admin")
+
+
+@pytest.fixture(scope="session")
+def prometheus(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """The real Prometheus on the project's prometheus.yml and rules, scraping the session's shop."""
+    running = Prometheus(tmp_path_factory.mktemp("prometheus"), shop).start()
+    poll_until(
+        lambda: running.targets_up("shop") and running.targets_up("prometheus"),
+        timeout=30,
+        what="the shop's four targets and Prometheus itself to be up",
+    )
+    yield running
+    running.stop()
 
 
 @pytest.fixture

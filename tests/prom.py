@@ -28,30 +28,35 @@ def binary(name: str) -> str:
     return path
 
 
-def native_config(shop: Shop, rules_dir: Path, alertmanager: str | None = None) -> dict[str, Any]:
-    """prometheus.yml with only the addresses changed: shop targets to the native services, rule files to
-    the repo's, Alertmanager to a local one (or none)."""
+def native_config(shop: Shop, own_address: str, alertmanager: str | None = None) -> dict[str, Any]:
+    """prometheus.yml with only addresses changed: shop targets to the native services, its own to where it
+    listens, rule files to the repo's, Alertmanager to a local one (or none). Tempo, Loki and Grafana stay
+    as they are: nothing answers there natively, so their targets are down."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
         for group in job.get("static_configs", []):
-            group["targets"] = [_native(target, shop) for target in group["targets"]]
-    config["rule_files"] = [str(rules_dir / Path(pattern).name) for pattern in config["rule_files"]]
+            group["targets"] = [_native(target, shop, own_address) for target in group["targets"]]
+    config["rule_files"] = [str(PROMETHEUS_DIR / "rules" / Path(pattern).name) for pattern in config["rule_files"]]
     targets = [alertmanager] if alertmanager else []
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = targets
     return config
 
 
-def _native(target: str, shop: Shop) -> str:
-    host = target.split(":", maxsplit=1)[0]
+def _native(target: str, shop: Shop, own_address: str) -> str:
+    host = target.split(":")[0]
+    if host == "localhost":
+        return own_address
     return f"127.0.0.1:{shop.ports[host]}" if host in shop.ports else target
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    """Debian's Prometheus on the project's configuration, pointed at a running native shop."""
+
+    def __init__(self, workdir: Path, shop: Shop) -> None:
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.write_text(yaml.safe_dump(native_config(shop, f"127.0.0.1:{self.port}")))
         self.log_path = workdir / "prometheus.log"
         self.args = [
             binary("prometheus"),

@@ -139,6 +139,22 @@ class Shop:
             self.url(service, "/admin/faults"), json=faults, headers={"Authorization": f"Bearer {admin_token}"}
         )
 
+    def exercise_every_route(self, admin_token: str) -> None:
+        """One pass over every route of every service, as a short mixed load: paid and declined orders
+        (which reserve and release stock, and pay), reads, logins, admin reads and a 404 per service."""
+        token = self.login("alice")
+        paid = self.order(token, [{"product_id": 51, "quantity": 1}])
+        self.order(token, [{"product_id": 52, "quantity": 1}], card=DECLINING_CARD)
+        bearer = {"Authorization": f"Bearer {token}"}
+        self.session.get(self.url("checkout", "/orders"), headers=bearer)
+        self.session.get(self.url("checkout", f"/orders/{paid.json()['order_id']}"), headers=bearer)
+        self.session.get(self.url("catalog", "/products?q=kettle"))
+        self.session.get(self.url("catalog", "/products/7"))
+        self.session.get(self.url("auth", "/verify"), headers=bearer)
+        for service in SERVICES:
+            self.session.get(self.url(service, "/admin/faults"), headers={"Authorization": f"Bearer {admin_token}"})
+            self.session.get(self.url(service, "/no-such-page"))
+
     def clear_faults(self, service: str, admin_token: str) -> requests.Response:
         return self.session.delete(
             self.url(service, "/admin/faults"), headers={"Authorization": f"Bearer {admin_token}"}

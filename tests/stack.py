@@ -49,3 +49,11 @@ def container_path(service: str, path: str) -> str | None:
         if name == service and (path == target or path.startswith(target.rstrip("/") + "/")):
             return source[2:] + path[len(target) :]
     return None
+
+
+DATASOURCES_FILE = "grafana/provisioning/datasources/datasources.yaml"
+
+
+def datasources() -> dict[str, dict[str, Any]]:
+    """Grafana's provisioned data sources by uid."""
+    return {ds["uid"]: ds for ds in load(DATASOURCES_FILE)["datasources"]}

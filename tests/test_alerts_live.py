@@ -9,17 +9,7 @@ import uuid
 
 import pytest
 
-from prom import PROMETHEUS_DIR, Prometheus, native_config
 from shop import poll_until
-
-
-@pytest.fixture(scope="module")
-def prometheus(shop, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("prometheus")
-    running = Prometheus(workdir, native_config(shop, PROMETHEUS_DIR / "rules")).start()
-    poll_until(lambda: running.targets_up("shop"), timeout=30, what="all four shop targets to be up")
-    yield running
-    running.stop()
 
 
 class Traffic:

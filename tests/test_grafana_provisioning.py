@@ -5,13 +5,7 @@ from __future__ import annotations
 import re
 
 from shop import REPO
-from stack import container_path, load, services
-
-DATASOURCES_FILE = "grafana/provisioning/datasources/datasources.yaml"
-
-
-def datasources():
-    return {ds["uid"]: ds for ds in load(DATASOURCES_FILE)["datasources"]}
+from stack import DATASOURCES_FILE, container_path, datasources, load, services
 
 
 def _referenced_uids(node):

@@ -48,6 +48,8 @@ class CountingExporter:
         self._inner = inner
         self._service = service
         self._signal = signal
+        for outcome in ("success", "failure"):  # both series exist from the start, at 0
+            TELEMETRY_EXPORTED.labels(service, signal, outcome)
 
     def export(self, batch: Sequence[Any]) -> Any:
         result = self._inner.export(batch)
