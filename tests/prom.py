@@ -43,7 +43,7 @@ def native_config(shop: Shop, own_address: str, alertmanager: str | None = None)
 
 
 def _native(target: str, shop: Shop, own_address: str) -> str:
-    host = target.split(":")[0]
+    host = target.split(":", maxsplit=1)[0]
     if host == "localhost":
         return own_address
     return f"127.0.0.1:{shop.ports[host]}" if host in shop.ports else target
