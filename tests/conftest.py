@@ -51,6 +51,18 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """The test client of the module's `app` fixture."""
+    return app.test_client()
+
+
+@pytest.fixture
+def headers(token_for: Callable[..., str]) -> dict[str, str]:
+    """A customer's Authorization header."""
+    return bearer(token_for())
+
+
+@pytest.fixture
 def client_for(make_app: Callable[..., Flask]) -> Callable[..., FlaskClient]:
     def build(service: str, **config: Any) -> FlaskClient:
         return make_app(service, **config).test_client()

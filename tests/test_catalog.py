@@ -6,22 +6,10 @@ import threading
 
 import pytest
 
-from conftest import bearer
-
 
 @pytest.fixture
 def app(make_app):
     return make_app("catalog", SEED_PRODUCTS=60)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def headers(token_for):
-    return bearer(token_for())
 
 
 def set_stock(app, product_id, stock):

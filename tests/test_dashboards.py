@@ -237,3 +237,10 @@ def test_only_the_pipeline_dashboard_needs_the_backends_own_metrics():
     # Everything else was checked for data above; these panels read Tempo's and Loki's own series.
     needing = {q.dashboard for q in PROMQL if metric_names(q.text) & BACKEND_METRICS}
     assert needing == {"shop-telemetry"}
+
+
+def test_the_seed_queries_work_as_written(loaded):
+    p95 = loaded.query("histogram_quantile(0.95, sum(rate(http_request_duration_seconds_bucket[5m])) by (le, service))")
+    assert {sample["metric"]["service"] for sample in p95 if math.isfinite(float(sample["value"][1]))} == set(SERVICES)
+    errors = loaded.query("rate(payment_errors_total[5m])")
+    assert [sample["metric"]["reason"] for sample in errors] == ["gateway_error"]

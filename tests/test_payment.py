@@ -6,23 +6,12 @@ import uuid
 
 import pytest
 
-from conftest import bearer
 from shop import DECLINING_CARD, GOOD_CARD
 
 
 @pytest.fixture
 def app(make_app):
     return make_app("payment", GATEWAY_LATENCY_MS=1)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def headers(token_for):
-    return bearer(token_for())
 
 
 def pay(client, headers, *, card=GOOD_CARD, amount=19.99, order_id=None, currency="USD"):

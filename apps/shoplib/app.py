@@ -1,5 +1,5 @@
-"""`init_app`: what every service gets the same way — logging, tracing, RED metrics, faults, errors,
-health and readiness, and the admin endpoints."""
+"""`new_app` and `init_app`: what every service gets the same way — configuration, logging, tracing,
+RED metrics, faults, errors, health and readiness, and the admin endpoints."""
 
 from __future__ import annotations
 
