@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test lint services clean
+.PHONY: help test lint services load peak-hour steady bench clean
 
 help:
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
 	@echo "make services  the four shop services natively on 127.0.0.1:8081-8084, in the foreground"
+	@echo "make load      headless load against the shop on 127.0.0.1:8081-8084 (native or compose), reports/load-*/"
+	@echo "               SHAPE=PeakHourShape (default), Steady or Spike; LOCUST_ARGS for more, e.g. \"-u 20 -t 10m\""
+	@echo "make peak-hour the compose lab's Locust (:8089) runs PeakHourShape now; make steady goes back"
+	@echo "make bench     the native shop's capacity and Locust's CPU per request vs bench/baseline.json (minutes)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
 $(BIN)/.installed: apps/requirements.txt requirements-dev.txt
@@ -30,6 +34,25 @@ test: lint $(GRAMMARS)
 
 services: $(BIN)/.installed
 	PYTHONPATH=apps $(BIN)/python -m shoplib.run
+
+SHAPE ?= PeakHourShape
+LOCUST_UI ?= http://127.0.0.1:8089
+
+load: $(BIN)/.installed
+	@dir=reports/load-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$dir && echo "reports in $$dir/" && \
+	$(BIN)/locust -f locustfiles/shoppers.py --headless --only-summary --shape $(SHAPE) $(LOCUST_ARGS) \
+		--csv $$dir/load --html $$dir/load.html
+
+peak-hour:
+	curl -fsS -X POST $(LOCUST_UI)/stop > /dev/null
+	curl -fsS -X POST $(LOCUST_UI)/swarm -d shape_class=PeakHourShape
+
+steady:
+	curl -fsS -X POST $(LOCUST_UI)/stop > /dev/null
+	curl -fsS -X POST $(LOCUST_UI)/swarm -d shape_class=Steady -d user_count=10 -d spawn_rate=1
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/load_capacity.py
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

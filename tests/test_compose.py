@@ -28,7 +28,7 @@ def test_compose_file_matches_the_compose_specification():
 
 
 def test_the_whole_lab_is_there():
-    assert set(SHOP) | set(BACKENDS) <= set(services())
+    assert set(SHOP) | set(BACKENDS) | {"alert-sink", "locust-master", "locust-worker"} == set(services())
 
 
 @pytest.mark.parametrize("name", sorted(compose()["services"]))
@@ -71,6 +71,7 @@ def test_published_ports_listen_on_loopback_only():
         "alertmanager": (9093, 9093),
         "tempo": (3200, 3200),
         "loki": (3100, 3100),
+        "locust-master": (8089, 8089),
     }
 
 

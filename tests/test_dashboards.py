@@ -230,6 +230,7 @@ def test_every_panel_shows_data_for_every_service_and_route(loaded):
                 checked += 1
                 if not _finite(prometheus.query(expr)):
                     missing.append(f"{query.dashboard} / {query.where} [service={service} route={route}]: {expr}")
+    print(f"\n{checked} dashboard queries (per service and route) returned data")
     assert checked > 100 and missing == []
 
 

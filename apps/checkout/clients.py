@@ -21,14 +21,18 @@ class Downstream:
         self.session = requests.Session()
 
     def call(self, method: str, path: str, *, bearer: str, json: Any = None) -> requests.Response:
+        """One call; connection failures and timeouts become 503/504 problems naming the dependency."""
         try:
-            return self.session.request(
-                method,
-                self.base_url + path,
-                json=json,
-                headers={"Authorization": f"Bearer {bearer}"},
-                timeout=self.timeout_s,
-            )
+            try:
+                return self._send(method, path, bearer, json)
+            except requests.ConnectionError as exc:
+                if isinstance(exc, requests.Timeout):
+                    raise
+                # Failed before any answer, e.g. on a kept-alive connection the server had just closed
+                # (gunicorn closes idle ones after 5 s). Sending it once more is safe: every call checkout
+                # makes is idempotent (a reservation's reference, one payment per order). A timeout is never
+                # resent: the other side may still be working on it.
+                return self._send(method, path, bearer, json)
         except requests.Timeout:
             raise Problem(
                 504,
@@ -37,7 +41,7 @@ class Downstream:
                 kind="dependency-timeout",
                 dependency=self.name,
             ) from None
-        except requests.RequestException:
+        except requests.ConnectionError:
             raise Problem(
                 503,
                 "Dependency unavailable",
@@ -45,6 +49,15 @@ class Downstream:
                 kind="dependency-unavailable",
                 dependency=self.name,
             ) from None
+
+    def _send(self, method: str, path: str, bearer: str, json: Any) -> requests.Response:
+        return self.session.request(
+            method,
+            self.base_url + path,
+            json=json,
+            headers={"Authorization": f"Bearer {bearer}"},
+            timeout=self.timeout_s,
+        )
 
     def check_alive(self) -> None:
         """For /readyz: probes are not traced, or every healthcheck would become a trace."""
