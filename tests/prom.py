@@ -28,17 +28,16 @@ def binary(name: str) -> str:
     return path
 
 
-def native_config(shop: Shop, own_address: str, alertmanager: str | None = None) -> dict[str, Any]:
+def native_config(shop: Shop, own_address: str) -> dict[str, Any]:
     """prometheus.yml with only addresses changed: shop targets to the native services, its own to where it
-    listens, rule files to the repo's, Alertmanager to a local one (or none). Tempo, Loki and Grafana stay
+    listens, rule files to the repo's, and no Alertmanager. Tempo, Loki and Grafana stay
     as they are: nothing answers there natively, so their targets are down."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
         for group in job.get("static_configs", []):
             group["targets"] = [_native(target, shop, own_address) for target in group["targets"]]
     config["rule_files"] = [str(PROMETHEUS_DIR / "rules" / Path(pattern).name) for pattern in config["rule_files"]]
-    targets = [alertmanager] if alertmanager else []
-    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = targets
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = []  # none runs beside it
     return config
 
 

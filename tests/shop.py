@@ -38,6 +38,21 @@ def poll_until(probe: Callable[[], T], timeout: float = 15.0, interval: float = 
         time.sleep(interval)
 
 
+def python(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python <args>` in a child process (this interpreter), output captured, env added to ours."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

@@ -10,14 +10,12 @@ import importlib.util
 import itertools
 import json
 import math
-import os
-import subprocess
 import sys
 from types import ModuleType
 
 import pytest
 
-from shop import REPO
+from shop import REPO, python
 
 LOCUSTFILES = REPO / "locustfiles"
 
@@ -194,22 +192,13 @@ print(json.dumps(result))
 def test_the_locust_shapes_tick_as_their_schedules_say():
     seconds = [0, 30, 99, 150, 275, 500, 650, 860, 999, 1000]
     env = {
-        **os.environ,
         "PYTHONPATH": str(LOCUSTFILES),
         "SHOP_PEAK_USERS": "100",
         "SHOP_PEAK_DURATION": "1000s",
         "SHOP_SPIKE_USERS": "50",
         "SHOP_SPIKE_DURATION": "100",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", TICKS, json.dumps(seconds)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python("-c", TICKS, json.dumps(seconds), env=env)
     assert result.returncode == 0, result.stderr
     ticks = json.loads(result.stdout)
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shop import REPO, Shop
+from shop import REPO, Shop, python
 
 SHOPPERS = REPO / "locustfiles" / "shoppers.py"
 CATALOG_SIZE = 600
@@ -33,15 +30,7 @@ JOURNEY_REQUESTS = {
 
 
 def locust(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(SHOPPERS), *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return python("-m", "locust", "-f", str(SHOPPERS), *args, cwd=cwd, env=env, timeout=timeout)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -171,10 +160,7 @@ print(json.dumps({
 
 
 def test_a_long_running_master_keeps_an_hour_of_counts_and_six_hours_of_charts(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "locustfiles")}
-    result = subprocess.run(
-        [sys.executable, "-c", TRIM], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    result = python("-c", TRIM, cwd=tmp_path, env={"PYTHONPATH": str(REPO / "locustfiles")})
     assert result.returncode == 0, result.stderr
     trimmed = json.loads(result.stdout)
     assert trimmed["requests"] == trimmed["failures"] == trimmed["total"] == [5, 3599]
@@ -225,16 +211,7 @@ print(json.dumps({"keys": keys, "requests": entry.num_requests, "failures": entr
 
 @pytest.mark.parametrize(("drops", "failures"), [(0, 0), (1, 0), (2, 1)])
 def test_an_order_lost_with_its_connection_is_sent_once_more_with_the_same_key(tmp_path, drops, failures):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "locustfiles")}
-    result = subprocess.run(
-        [sys.executable, "-c", RESEND, str(drops)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python("-c", RESEND, str(drops), cwd=tmp_path, env={"PYTHONPATH": str(REPO / "locustfiles")})
     assert result.returncode == 0, result.stderr
     sent = json.loads(result.stdout.splitlines()[-1])
     assert len(sent["keys"]) == min(drops, 1) + 1  # one resend at most

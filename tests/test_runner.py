@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import requests
 
-from shop import REPO, Shop
+from shop import REPO, Shop, python
 
 
-def run(args, env=None, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=REPO,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO / "apps"), **(env or {})},
-    )
+def run(args, env=None):
+    return python("-m", *args, env={"PYTHONPATH": str(REPO / "apps"), **(env or {})})
 
 
 def test_a_port_in_use_is_named_before_anything_starts(tmp_path):
