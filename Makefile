@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test lint services load peak-hour steady bench clean
+.PHONY: help test unit lint services load peak-hour steady bench clean
 
 help:
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
+	@echo "make unit      the in-process tests only (seconds): no services, Prometheus, Locust or other processes"
 	@echo "make services  the four shop services natively on 127.0.0.1:8081-8084, in the foreground"
 	@echo "make load      headless load against the shop on 127.0.0.1:8081-8084 (native or compose), reports/load-*/"
 	@echo "               SHAPE=PeakHourShape (default), Steady or Spike; LOCUST_ARGS for more, e.g. \"-u 20 -t 10m\""
@@ -14,9 +15,11 @@ help:
 	@echo "make bench     the native shop's capacity and Locust's CPU per request vs bench/baseline.json (minutes)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
-$(BIN)/.installed: apps/requirements.txt requirements-dev.txt
+# The project itself is installed editable: apps/ on the path for tests and benchmarks.
+$(BIN)/.installed: apps/requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # Grafana's LogQL/TraceQL grammars (npm), for the dashboard query tests.
@@ -28,12 +31,16 @@ $(GRAMMARS): tests/grammar/package.json tests/grammar/package-lock.json
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint $(GRAMMARS)
 	$(BIN)/pytest
 
+unit: $(BIN)/.installed
+	$(BIN)/pytest -m "not integration"
+
 services: $(BIN)/.installed
-	PYTHONPATH=apps $(BIN)/python -m shoplib.run
+	$(BIN)/python -m shoplib.supervisor
 
 SHAPE ?= PeakHourShape
 LOCUST_UI ?= http://127.0.0.1:8089

@@ -4,12 +4,13 @@
     python bench/load_capacity.py --record           # ... and record the result as the new baseline
     python bench/load_capacity.py --compare-clients  # the same journeys on FastHttpUser and on HttpUser
 
-Starts its own shop (`python -m shoplib.run`, fresh data, free ports) and one Locust process with the shop's
-journeys (locustfiles/shoppers.py), driven through Locust's web API: each step sets the number of users, lets
-them settle, resets the statistics, then measures for --step-seconds. Stepping stops at the first step with
-p95 >= 500 ms or any error (failures count from the change of users on, settling included); the answer is
-the best step before it. Locust's CPU comes from the kernel's accounting for its process (psutil), over the
-measured window only, so start-up is not included. Each step also prints the shop's own ERROR log lines.
+Starts its own shop (shoplib's Supervisor, as `make services` does, with fresh data and free ports) and one
+Locust process with the shop's journeys (locustfiles/shoppers.py), driven through Locust's web API: each step
+sets the number of users, lets them settle, resets the statistics, then measures for --step-seconds. Stepping
+stops at the first step with p95 >= 500 ms or any error (failures count from the change of users on, settling
+included); the answer is the best step before it. Locust's CPU comes from the kernel's accounting for its
+process (psutil), over the measured window only, so start-up is not included. Each step also prints the shop's
+own ERROR log lines.
 
 Not a test: the numbers belong to the machine. Run it on demand, on an otherwise idle machine.
 """
@@ -21,7 +22,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,11 +36,12 @@ from typing import Any
 import psutil
 import requests
 
+from shoplib.supervisor import Supervisor, free_ports, poll_until
+
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).with_name("baseline.json")
 SHOPPERS = REPO / "locustfiles" / "shoppers.py"
 REQUESTS_SHOPPER = Path(__file__).with_name("requests_shopper.py")
-SERVICES = ("catalog", "checkout", "payment", "auth")
 P95_LIMIT_MS = 500
 SATURATED_CPU_PCT = 90  # above this the load generator, not the shop, may be what limits the rate
 SPAWN_RATE = 10  # new users per second at each step: a crowd arriving, not all in the same instant
@@ -68,21 +69,6 @@ class Step:
     @property
     def sustained(self) -> bool:
         return self.requests > 0 and self.p95_ms < P95_LIMIT_MS and self.error_count == 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.25)
-    raise SystemExit(f"bench: timed out after {timeout:.0f} s waiting for {what}")
 
 
 class ShopLog:
@@ -114,7 +100,7 @@ class ShopLog:
 
 @dataclass(frozen=True)
 class RunningShop:
-    process: psutil.Process
+    processes: list[psutil.Process]  # every service's gunicorn master and worker
     urls: dict[str, str]
     log: ShopLog
 
@@ -122,30 +108,11 @@ class RunningShop:
 @contextmanager
 def running_shop(workdir: Path) -> Iterator[RunningShop]:
     """The four services as `make services` runs them, with fresh data in `workdir` and free ports."""
-    ports = {service: free_port() for service in SERVICES}
-    env = {
-        **os.environ,
-        **{f"{service.upper()}_PORT": str(port) for service, port in ports.items()},
-        "PYTHONPATH": str(REPO / "apps"),
-    }
-    stdout_path, stderr_path = workdir / "shop.stdout", workdir / "shop.stderr"
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        shop = subprocess.Popen(
-            [sys.executable, "-m", "shoplib.run", "--data-dir", str(workdir / "data")],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-    try:
-        wait_for(lambda: "shop: ready" in stderr_path.read_text() or shop.poll() is not None, 240, "the shop")
-        if shop.poll() is not None:
-            raise SystemExit(f"bench: the shop did not start:\n{stderr_path.read_text()}")
-        urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
-        yield RunningShop(psutil.Process(shop.pid), urls, ShopLog(stdout_path))
-    finally:
-        shop.terminate()
-        shop.wait(timeout=60)
+    stdout_path = workdir / "shop.stdout"
+    with stdout_path.open("wb") as out, Supervisor(workdir / "data", stdout=out) as shop:
+        masters = [psutil.Process(process.pid) for process in shop.processes.values()]
+        processes = [*masters, *(child for master in masters for child in master.children(recursive=True))]
+        yield RunningShop(processes, shop.urls, ShopLog(stdout_path))
 
 
 @contextmanager
@@ -153,7 +120,7 @@ def running_locust(
     locustfile: Path, urls: dict[str, str], think_time_scale: float, workdir: Path
 ) -> Iterator[tuple[psutil.Process, str]]:
     """Locust with its web UI on a free port (its API is how the steps change the load), shape Steady."""
-    port = free_port()
+    (port,) = free_ports(1)
     env = {
         **os.environ,
         "SHOP_CATALOG_URL": urls["catalog"],
@@ -173,7 +140,7 @@ def running_locust(
         )
     api = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: answers(f"{api}/stats/requests") or locust.poll() is not None, 60, "Locust's web UI")
+        poll_until(lambda: answers(f"{api}/stats/requests") or locust.poll() is not None, 60, 0.25, "Locust's web UI")
         if locust.poll() is not None:
             raise SystemExit(f"bench: Locust did not start:\n{log_path.read_text()}")
         yield psutil.Process(locust.pid), api
@@ -217,11 +184,13 @@ def measure(api: str, locust: psutil.Process, shop: RunningShop, *, users: int, 
     # Steady reads the user count and spawn rate from the form on every tick, so one POST changes the load.
     form = {"user_count": users, "spawn_rate": SPAWN_RATE}
     requests.post(f"{api}/swarm", data=form, timeout=10).raise_for_status()
-    wait_for(lambda: requests.get(f"{api}/stats/requests", timeout=5).json()["user_count"] == users, 120, "the users")
+    poll_until(
+        lambda: requests.get(f"{api}/stats/requests", timeout=5).json()["user_count"] == users, 120, 0.25, "users"
+    )
     time.sleep(settle_s)
     _stats, settling_count, settling_errors = locust_errors(api)
 
-    shop_processes = [shop.process, *shop.process.children(recursive=True)]
+    shop_processes = shop.processes
     requests.post(f"{api}/stats/reset", timeout=10).raise_for_status()
     started = time.monotonic()
     locust_cpu, shop_cpu = cpu_seconds([locust]), cpu_seconds(shop_processes)

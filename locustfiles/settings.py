@@ -2,6 +2,10 @@
 
 Plain Python (no Locust import, which would monkey-patch the process with gevent), so the tests import it.
 Every malformed variable is reported by name before any user starts.
+
+Why its own small parsers and URLs instead of shoplib's: the Locust container mounts only locustfiles/ and
+runs the stock Locust image, so shoplib is not there to import. tests/test_load_shapes.py checks that the
+defaults below are shoplib's native ports.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-# Native ports (`make services`); compose publishes the shop on the same ports of 127.0.0.1.
+# Native ports (`make services`, shoplib.services.DEFAULT_PORTS); compose publishes the shop on the same ports.
 DEFAULTS = {
     "SHOP_CATALOG_URL": "http://127.0.0.1:8081",
     "SHOP_CHECKOUT_URL": "http://127.0.0.1:8082",

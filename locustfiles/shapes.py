@@ -31,6 +31,7 @@ class Steady(LoadTestShape):
     use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None and self.runner.environment.parsed_options is not None  # set before ticks
         options = self.runner.environment.parsed_options
         schedule = schedules.steady(options.num_users or 1, options.spawn_rate or 1, options.run_time)
         return schedule.tick(self.get_run_time())

@@ -72,11 +72,11 @@ def closed_before_answering(response: Any) -> bool:
 
 
 def sold_out(response: Any) -> bool:
-    return response.status_code == 409 and "unavailable" in body_of(response)  # a business outcome, not an error
+    return bool(response.status_code == 409 and "unavailable" in body_of(response))  # a business outcome, not an error
 
 
 def declined(response: Any) -> bool:
-    return response.status_code == 402 and body_of(response).get("reason") == DATA["declined_reason"]
+    return bool(response.status_code == 402 and body_of(response).get("reason") == DATA["declined_reason"])
 
 
 def judge(response: Any, expected: bool, wanted: str) -> None:
@@ -237,12 +237,13 @@ class Shopper(ShopJourneys, FastHttpUser):
 def keep_statistics_bounded(environment: Environment, **_kwargs: Any) -> None:
     """The master (or a standalone Locust) trims its statistics every minute; workers hand theirs to the master
     every few seconds and start afresh, so they never pile up."""
-    if isinstance(environment.runner, WorkerRunner):
+    runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
         return
 
     def trim_every_minute() -> None:
         while True:
             gevent.sleep(60)
-            retention.trim(environment.runner.stats, time.time())
+            retention.trim(runner.stats, time.time())
 
     gevent.spawn(trim_every_minute)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,34 @@ from flask.testing import FlaskClient
 
 from otlp_receiver import OtlpReceiver
 from prom import Prometheus
-from shop import SERVICES, Shop, poll_until
+from shop import ShopUnderTest, poll_until
 from shoplib.config import load as load_settings
 from shoplib.security import issue_token
+from shoplib.services import SERVICES
 
-# Unit tests run the apps the way `make services` does: dev defaults, no exporter threads.
+# In-process tests build the apps with dev defaults; no exporter threads start (that is gunicorn's post_fork).
 os.environ["SHOP_ENV"] = "dev"
+
+# Fixtures that start real processes: a test that uses one (directly or through another) is an integration test.
+PROCESS_FIXTURES = {"shop", "prometheus"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _in_process_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps the fast tier honest: a test not marked integration fails if it starts a process."""
+    if request.node.get_closest_marker("integration"):
+        return
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.integration")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
 @pytest.fixture
@@ -27,7 +50,7 @@ def make_app(tmp_path: Path) -> Callable[..., Flask]:
     """`make_app("catalog", SEED_PRODUCTS=20)` builds a service with its own temporary database."""
 
     def build(service: str, **config: Any) -> Flask:
-        test_config = {"TESTING": True, "TELEMETRY": False, "DATA_DIR": str(tmp_path / service), **config}
+        test_config = {"TESTING": True, "DATA_DIR": str(tmp_path / service), **config}
         return importlib.import_module(service).create_app(test_config)
 
     return build
@@ -78,7 +101,7 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[Shop]:
+def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[ShopUnderTest]:
     """The four services as real processes, exporting traces and logs to the test's OTLP receiver."""
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
@@ -86,7 +109,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterat
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
     }
-    running = Shop(tmp_path_factory.mktemp("shop"), env).start()
+    running = ShopUnderTest(tmp_path_factory.mktemp("shop"), env).start()
     yield running
     assert running.stop() == 0
     # Whatever the tests threw at it, no request may have ended in an unexpected error.
@@ -94,12 +117,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def admin_token(shop: Shop) -> str:
+def admin_token(shop: ShopUnderTest) -> str:
     return shop.login("admin")
 
 
 @pytest.fixture(scope="session")
-def prometheus(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def prometheus(shop: ShopUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """The real Prometheus on the project's prometheus.yml and rules, scraping the session's shop."""
     running = Prometheus(tmp_path_factory.mktemp("prometheus"), shop).start()
     poll_until(
@@ -112,7 +135,7 @@ def prometheus(shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture
-def clean_faults(shop: Shop, admin_token: str) -> Iterator[None]:
+def clean_faults(shop: ShopUnderTest, admin_token: str) -> Iterator[None]:
     """Whatever a test injects is cleared afterwards, so tests stay independent."""
     yield
     for service in SERVICES:

@@ -12,7 +12,8 @@ import pytest
 import requests
 import yaml
 
-from shop import REPO, Shop, free_ports, poll_until
+from shop import REPO, ShopUnderTest, poll_until
+from shoplib.supervisor import free_ports
 
 PROMETHEUS_DIR = REPO / "prometheus"
 
@@ -28,7 +29,7 @@ def binary(name: str) -> str:
     return path
 
 
-def native_config(shop: Shop, own_address: str) -> dict[str, Any]:
+def native_config(shop: ShopUnderTest, own_address: str) -> dict[str, Any]:
     """prometheus.yml with only addresses changed: shop targets to the native services, its own to where it
     listens, rule files to the repo's, and no Alertmanager. Tempo, Loki and Grafana stay
     as they are: nothing answers there natively, so their targets are down."""
@@ -41,7 +42,7 @@ def native_config(shop: Shop, own_address: str) -> dict[str, Any]:
     return config
 
 
-def _native(target: str, shop: Shop, own_address: str) -> str:
+def _native(target: str, shop: ShopUnderTest, own_address: str) -> str:
     host = target.split(":", maxsplit=1)[0]
     if host == "localhost":
         return own_address
@@ -51,7 +52,7 @@ def _native(target: str, shop: Shop, own_address: str) -> str:
 class Prometheus:
     """Debian's Prometheus on the project's configuration, pointed at a running native shop."""
 
-    def __init__(self, workdir: Path, shop: Shop) -> None:
+    def __init__(self, workdir: Path, shop: ShopUnderTest) -> None:
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"

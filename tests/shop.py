@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,25 +14,24 @@ from typing import Any, TypeVar
 
 import requests
 
+from shoplib import supervisor
+from shoplib.services import SERVICES
+from shoplib.supervisor import Supervisor
+
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = ("catalog", "checkout", "payment", "auth")
 GOOD_CARD = {"number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
 DECLINING_CARD = {"number": "4000000000000002", "expiry": "12/39", "cvc": "123"}
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "admin": "admin-pass"}
 
-T = TypeVar("T")
-
 
 def poll_until(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:
-    """Call `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """shoplib's poll_until, failing the test (not erroring it) when time runs out."""
+    try:
+        return supervisor.poll_until(probe, timeout, interval, what)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def python(
@@ -53,68 +49,32 @@ def python(
     )
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class Shop:
-    """The four services started by `python -m shoplib.run`, stdout captured for log assertions."""
+class ShopUnderTest:
+    """A native shop (shoplib's Supervisor: free ports, data in `workdir`) with its stdout kept for log
+    assertions, and the shop's API as a client uses it."""
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None, services: tuple[str, ...] = SERVICES):
         self.workdir = workdir
-        self.services = services
-        self.ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
-        self.env = {
-            **os.environ,
-            **{f"{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            "PYTHONPATH": str(REPO / "apps"),
-            **(env or {}),
-        }
         self.stdout_path = workdir / "shop.stdout"
         self.stderr_path = workdir / "shop.stderr"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.supervisor = Supervisor(workdir / "data", services=services, environ={**os.environ, **(env or {})})
+        self.ports = self.supervisor.ports
         self.session = requests.Session()
+
+    def start(self, timeout: float = 120) -> ShopUnderTest:
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.supervisor.stdout, self.supervisor.stderr = out, err
+            self.supervisor.start()
+        if not self.supervisor.wait_ready(timeout):
+            self.supervisor.stop()
+            raise AssertionError(f"the shop did not become ready:\n{self.stderr_path.read_text()[-3000:]}")
+        return self
+
+    def stop(self) -> int:
+        return self.supervisor.stop()
 
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
-
-    def start(self, timeout: float = 120) -> Shop:
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "shoplib.run",
-                    "--data-dir",
-                    str(self.workdir / "data"),
-                    "--services",
-                    ",".join(self.services),
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=err,
-            )
-        poll_until(self._ready, timeout=timeout, interval=0.25, what=f"the shop to be ready ({self.stderr_path})")
-        return self
-
-    def _ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"the runner exited early:\n{self.stderr_path.read_text()}")
-        return "shop: ready" in self.stderr_path.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout)
 
     def log_lines(self) -> list[dict[str, Any]]:
         """Every JSON line the services printed so far (a line that is not JSON fails the test)."""

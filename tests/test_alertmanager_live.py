@@ -14,7 +14,10 @@ import requests
 import yaml
 
 from prom import binary
-from shop import REPO, free_ports, poll_until
+from shop import REPO, poll_until
+from shoplib.supervisor import free_ports
+
+pytestmark = pytest.mark.integration  # every test here starts a process
 
 SINK = REPO / "alertmanager" / "webhook_sink.py"
 

@@ -98,6 +98,7 @@ def test_loki_config_has_no_keys_loki_3_removed():
 # ---- Alertmanager ----
 
 
+@pytest.mark.integration
 def test_alertmanager_config_passes_amtool_and_routes_to_the_lab_sink():
     result = subprocess.run(
         [binary("amtool"), "check-config", str(REPO / "alertmanager" / "alertmanager.yml")],

@@ -16,7 +16,8 @@ import yaml
 
 from dashboards import load_dashboards, metric_names, panels, queries, substitute, variables_used
 from prom import PROMETHEUS_DIR, binary
-from shop import REPO, SERVICES
+from shop import REPO
+from shoplib.services import SERVICES
 from stack import datasources
 
 DASHBOARDS = load_dashboards()
@@ -122,6 +123,7 @@ def test_thresholds_match_the_alert_rules():
     assert _threshold_steps(by_title["shop-overview", "Burn rate"]) == slo_factors
 
 
+@pytest.mark.integration
 def test_every_promql_expression_passes_promtool(tmp_path):
     # promtool checks expressions inside rule files: one recording rule per dashboard query.
     rules = [
@@ -146,6 +148,7 @@ def _grammar_parser():
     return ["node", str(REPO / "tests" / "grammar" / "parse.mjs")]
 
 
+@pytest.mark.integration
 def test_logql_and_traceql_parse_with_grafanas_grammars():
     others = [q for q in ALL_QUERIES if q.language in ("logql", "traceql")]
     assert {q.language for q in others} == {"logql", "traceql"}

@@ -10,7 +10,8 @@ import uuid
 import pytest
 import requests
 
-from shop import SERVICES, poll_until
+from shop import poll_until
+from shoplib.services import SERVICES
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 

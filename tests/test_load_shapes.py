@@ -16,6 +16,7 @@ from types import ModuleType
 import pytest
 
 from shop import REPO, python
+from shoplib.services import native_url
 
 LOCUSTFILES = REPO / "locustfiles"
 
@@ -115,10 +116,11 @@ def test_spike_ends_after_its_duration():
 
 def test_settings_default_to_the_native_shop():
     loaded = settings.load({})
+    # locustfiles/ cannot import shoplib in its container; its defaults must still be shoplib's ports.
     assert (loaded.catalog_url, loaded.checkout_url, loaded.auth_url) == (
-        "http://127.0.0.1:8081",
-        "http://127.0.0.1:8082",
-        "http://127.0.0.1:8084",
+        native_url("catalog"),
+        native_url("checkout"),
+        native_url("auth"),
     )
     assert loaded.think_time_scale == 1.0
     assert (loaded.peak_users, loaded.peak_duration_s) == (120, 1200.0)
@@ -189,6 +191,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.integration
 def test_the_locust_shapes_tick_as_their_schedules_say():
     seconds = [0, 30, 99, 150, 275, 500, 650, 860, 999, 1000]
     env = {

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shop import REPO, Shop, python
+from shop import REPO, ShopUnderTest, python
+
+pytestmark = pytest.mark.integration  # every test here starts a process
 
 SHOPPERS = REPO / "locustfiles" / "shoppers.py"
 CATALOG_SIZE = 600
@@ -39,9 +41,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def shop_for_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop_for_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShopUnderTest]:
     """A shop of its own: the run sells out a third of the products on purpose and sends thousands of requests."""
-    shop = Shop(tmp_path_factory.mktemp("load")).start()
+    shop = ShopUnderTest(tmp_path_factory.mktemp("load")).start()
     for product_id in range(3, CATALOG_SIZE + 1, 3):
         shop.set_stock(product_id, 0)
     yield shop
@@ -50,7 +52,7 @@ def shop_for_load(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 
 
 @pytest.fixture(scope="module")
-def peak_hour_run(shop_for_load: Shop, tmp_path_factory: pytest.TempPathFactory):
+def peak_hour_run(shop_for_load: ShopUnderTest, tmp_path_factory: pytest.TempPathFactory):
     """A 24-second peak hour (16 users at the peak), every journey equally likely so each one surely runs."""
     workdir = tmp_path_factory.mktemp("locust")
     env = {

@@ -10,6 +10,8 @@ import yaml
 
 from prom import PROMETHEUS_DIR, binary
 
+pytestmark = pytest.mark.integration  # every test here starts a process
+
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.rules.yml"))
 TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 

@@ -1,15 +1,22 @@
-"""The native runner and the gunicorn entry point: clear start-up errors, clean and graceful stops."""
+"""The native supervisor and the gunicorn entry point: clear start-up errors, clean and graceful stops."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
 import requests
 
-from shop import REPO, Shop, python
+from shop import REPO, ShopUnderTest, python
+from shoplib.supervisor import free_ports
+
+pytestmark = pytest.mark.integration  # every test here starts a process
 
 
 def run(args, env=None):
@@ -21,7 +28,7 @@ def test_a_port_in_use_is_named_before_anything_starts(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run(["shoplib.run", "--data-dir", str(tmp_path)], env={"PAYMENT_PORT": str(port)})
+        result = run(["shoplib.supervisor", "--data-dir", str(tmp_path)], env={"PAYMENT_PORT": str(port)})
     assert result.returncode == 2
     assert f"{port} (payment; set PAYMENT_PORT to move it)" in result.stderr
     assert not (tmp_path / "payment").exists()
@@ -46,22 +53,22 @@ def test_outside_dev_the_jwt_secret_has_no_default(tmp_path):
 
 
 def test_unknown_services_and_bad_ports_are_refused(tmp_path):
-    assert run(["shoplib.run", "--services", "catalog,shipping"]).returncode == 2
+    assert run(["shoplib.supervisor", "--services", "catalog,shipping"]).returncode == 2
     port_zero = run(["shoplib.serve", "catalog", "--port", "0"])
     assert port_zero.returncode == 2 and "--port: must be between 1 and 65535, got 0" in port_zero.stderr
-    bad_port = run(["shoplib.run", "--data-dir", str(tmp_path)], env={"AUTH_PORT": "http"})
+    bad_port = run(["shoplib.supervisor", "--data-dir", str(tmp_path)], env={"AUTH_PORT": "http"})
     assert bad_port.returncode == 2 and "AUTH_PORT: expected a whole number" in bad_port.stderr
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_stops_every_service(tmp_path):
-    shop = Shop(tmp_path, services=("catalog", "auth")).start()
+    shop = ShopUnderTest(tmp_path, services=("catalog", "auth")).start()
     admin = shop.login("admin")
     assert shop.set_faults("catalog", admin, {"latency": {"ms": 1500}}).ok
     answers = []
     slow = threading.Thread(target=lambda: answers.append(requests.get(shop.url("catalog", "/products/1"), timeout=10)))
     slow.start()
     time.sleep(0.5)
-    assert shop.stop(signal.SIGTERM) == 0
+    assert shop.stop() == 0  # SIGTERM to each service
     slow.join()
     assert answers[0].status_code == 200  # finished during the graceful stop
     for service in ("catalog", "auth"):
@@ -69,7 +76,19 @@ def test_sigterm_lets_in_flight_requests_finish_then_stops_every_service(tmp_pat
             assert probe.connect_ex(("127.0.0.1", shop.ports[service])) != 0, f"{service} still listening"
 
 
-def test_ctrl_c_stops_the_shop_cleanly(tmp_path):
-    shop = Shop(tmp_path, services=("payment",)).start()
-    assert shop.stop(signal.SIGINT) == 0
-    assert "stopping" not in shop.stderr_path.read_text()  # no service died on its own
+def test_ctrl_c_stops_the_supervised_shop_cleanly(tmp_path):
+    (port,) = free_ports(1)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "apps"), "PAYMENT_PORT": str(port)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "shoplib.supervisor", "--services", "payment", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as supervised:
+        assert "shop: ready" in supervised.stderr.readline()
+        supervised.send_signal(signal.SIGINT)
+        assert supervised.wait(timeout=30) == 0
+        assert "exited" not in supervised.stderr.read()  # no service died on its own
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "payment still listening"

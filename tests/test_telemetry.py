@@ -7,7 +7,9 @@ import re
 import pytest
 import requests
 
-from shop import GOOD_CARD, SERVICES, Shop, free_ports, poll_until
+from shop import GOOD_CARD, ShopUnderTest, poll_until
+from shoplib.services import SERVICES
+from shoplib.supervisor import free_ports
 
 SERVER, CLIENT = 2, 3  # OTLP SpanKind values
 
@@ -101,6 +103,7 @@ def test_no_card_number_or_token_reaches_logs_spans_or_metrics(shop, otlp, place
         assert secret not in exported and secret not in printed and secret not in scraped
 
 
+@pytest.mark.integration
 def test_an_unreachable_otlp_endpoint_costs_no_request(tmp_path):
     (closed_port,) = free_ports(1)
     env = {
@@ -109,7 +112,7 @@ def test_an_unreachable_otlp_endpoint_costs_no_request(tmp_path):
         "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    shop = Shop(tmp_path, env, services=("catalog",)).start()
+    shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
         statuses = [requests.get(shop.url("catalog", f"/products/{n}"), timeout=5).status_code for n in range(1, 41)]
         assert statuses == [200] * 40

@@ -7,17 +7,18 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app
-from prometheus_client import Counter
 
+from shoplib.app import extension
 from shoplib.errors import unauthorized
 from shoplib.security import current_principal, issue_token
 from shoplib.validation import Fields, json_body
 
+from .metrics import LOGINS
+from .users import UserStore
+
 bp = Blueprint("auth", __name__)
 _log = logging.getLogger("auth")
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-LOGINS = Counter("auth_logins", "Login attempts by outcome.", ["outcome"])
 
 
 @bp.post("/login")
@@ -28,7 +29,7 @@ def login() -> Any:
     password = fields.string(body, "password", max_length=256)
     fields.raise_if_any()
     assert username is not None and password is not None
-    roles = current_app.extensions["auth.users"].authenticate(username, password)
+    roles = extension("auth.users", UserStore).authenticate(username, password)
     if roles is None:
         LOGINS.labels("rejected").inc()
         _log.info("login_rejected", extra={"username": username})

@@ -6,9 +6,9 @@ import json
 import uuid
 from typing import Any
 
-from shoplib.db import Database, utc_timestamp
+from shoplib.db import Database, must_exist, utc_timestamp
 from shoplib.errors import Problem, ValidationFailed
-from shoplib.validation import Line
+from shoplib.order_lines import Line
 
 from . import seed
 
@@ -159,7 +159,7 @@ class CatalogStore:
                     "WHERE id = ?",
                     (json.dumps(priced), total, now, reservation_id),
                 )
-            return self._by("id", reservation_id), True  # type: ignore[return-value]
+            return must_exist(self._by("id", reservation_id), f"reservation {reservation_id}"), True
 
     def release(self, reservation_id: str) -> dict[str, Any] | None:
         """Give the stock back once; releasing again changes nothing."""

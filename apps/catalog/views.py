@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
+from shoplib.app import extension
 from shoplib.errors import Problem
+from shoplib.order_lines import order_lines
 from shoplib.security import require_user
-from shoplib.validation import MAX_ID, Fields, json_body, order_lines, query_int, query_text
+from shoplib.validation import MAX_ID, Fields, json_body, query_int, query_text
 
 from .store import CatalogStore
 
@@ -20,7 +22,7 @@ _RESERVATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _store() -> CatalogStore:
-    return current_app.extensions["catalog.store"]
+    return extension("catalog.store", CatalogStore)
 
 
 @bp.get("/products")

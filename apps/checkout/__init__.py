@@ -8,6 +8,7 @@ from flask import Flask
 
 from shoplib.app import init_app, new_app, open_database
 from shoplib.config import Setting, http_url, integer, number
+from shoplib.services import native_url
 
 from .clients import Auth, Downstream
 from .faults import checkout_faults
@@ -15,9 +16,9 @@ from .orders import OrderStore
 from .views import Dependencies, bp
 
 SETTINGS = (
-    Setting("AUTH_URL", http_url, default="http://127.0.0.1:8084"),
-    Setting("CATALOG_URL", http_url, default="http://127.0.0.1:8081"),
-    Setting("PAYMENT_URL", http_url, default="http://127.0.0.1:8083"),
+    Setting("AUTH_URL", http_url, default=native_url("auth")),
+    Setting("CATALOG_URL", http_url, default=native_url("catalog")),
+    Setting("PAYMENT_URL", http_url, default=native_url("payment")),
     Setting("DEPENDENCY_TIMEOUT_S", number(0.1, 60), default=5.0),
     Setting("SEED_ORDERS", integer(0, 5_000_000), default=250_000),
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shoplib.db import Database, utc_timestamp
+from shoplib.db import Database, must_exist, utc_timestamp
 
 _log = logging.getLogger("checkout.orders")
 
@@ -106,7 +106,7 @@ class OrderStore:
                 "created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                 (order_id, user_id, key, request_hash, json.dumps(items), last4, now, now),
             )
-            return Claim("new", self.get(order_id))  # type: ignore[arg-type]
+            return Claim("new", must_exist(self.get(order_id), f"order {order_id}"))
         except sqlite3.IntegrityError:
             pass
         rows = self.db.execute(

@@ -11,15 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from opentelemetry import trace
-from prometheus_client import Counter
 
+from shoplib.app import extension
 from shoplib.errors import PROBLEM_CONTENT_TYPE, Problem, ValidationFailed
+from shoplib.order_lines import Line, order_lines
 from shoplib.security import bearer_token
-from shoplib.validation import Fields, Line, json_body, order_lines, query_int
+from shoplib.validation import Fields, json_body, query_int
 
 from .clients import Auth, Downstream, failed, problem_from
+from .metrics import ORDERS
 from .orders import OrderStore
 
 bp = Blueprint("checkout", __name__)
@@ -28,10 +30,6 @@ _tracer = trace.get_tracer(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII, as HTTP header values allow
 _ORDER_ID = re.compile(r"[0-9a-f]{32}")
-
-ORDERS = Counter("orders", "Orders placed, by outcome: paid, declined, rejected or failed.", ["status"])
-for _status in ("paid", "declined", "rejected", "failed"):
-    ORDERS.labels(_status)
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,11 @@ class Card:
 
 
 def _deps() -> Dependencies:
-    return current_app.extensions["checkout.deps"]
+    return extension("checkout.deps", Dependencies)
 
 
 def _orders() -> OrderStore:
-    return current_app.extensions["checkout.orders"]
+    return extension("checkout.orders", OrderStore)
 
 
 @contextmanager

@@ -8,8 +8,8 @@ from flask import Flask
 
 from shoplib.app import init_app, new_app, open_database
 from shoplib.config import Setting, integer
-from shoplib.faults import Fault, Param
 
+from .faults import payment_faults
 from .gateway import Gateway
 from .store import PaymentStore
 from .views import bp
@@ -22,13 +22,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db = open_database(app)
     store = PaymentStore(db)
     store.migrate()
+    gateway = Gateway(app.config["GATEWAY_LATENCY_MS"])
     app.extensions["payment.store"] = store
-    app.extensions["payment.gateway"] = Gateway(app.config["GATEWAY_LATENCY_MS"])
+    app.extensions["payment.gateway"] = gateway
     app.register_blueprint(bp)
-    gateway_errors = Fault(
-        "gateway_errors",
-        "The card gateway fails a share (`rate`) of authorizations: the payment error spike.",
-        (Param("rate", float, 0, 1),),
-    )
-    init_app(app, faults=[gateway_errors], readiness=[("database", db.ping)])
+    init_app(app, faults=payment_faults(gateway), readiness=[("database", db.ping)])
     return app

@@ -1,4 +1,5 @@
-"""A simulated card gateway: network-like latency, test-card declines, and the gateway_errors fault."""
+"""A simulated card gateway: network-like latency, test-card declines, and a share of failed calls
+(`failure_rate`, which the gateway_errors fault turns up)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from shoplib.app import fault_registry
 from shoplib.errors import Problem
 
 from .cards import decline_reason
@@ -26,15 +26,15 @@ class Authorization:
 class Gateway:
     def __init__(self, latency_ms: int) -> None:
         self.latency_ms = latency_ms
+        self.failure_rate = 0.0
 
     def authorize(self, digits: str, amount_cents: int, currency: str) -> Authorization:
-        """Raises a 502 problem when the gateway fails (the gateway_errors fault)."""
+        """Raises a 502 problem when the gateway fails (a `failure_rate` share of calls)."""
         with _tracer.start_as_current_span("gateway authorize", kind=trace.SpanKind.CLIENT) as span:
             span.set_attributes({"payment.amount_cents": amount_cents, "payment.currency": currency})
             # Half to one-and-a-half times the configured latency, like a real network hop.
             time.sleep(self.latency_ms * random.uniform(0.5, 1.5) / 1000)
-            errors = fault_registry().params("gateway_errors")
-            if errors and random.random() < errors["rate"]:
+            if random.random() < self.failure_rate:
                 span.set_status(Status(StatusCode.ERROR, "gateway error"))
                 span.set_attribute("shop.fault.injected", "gateway_errors")
                 raise Problem(

@@ -6,7 +6,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from shoplib.db import Database, utc_timestamp
+from shoplib.db import Database, must_exist, utc_timestamp
 
 
 class PaymentStore:
@@ -30,7 +30,9 @@ class PaymentStore:
             )""",
         )
 
-    def claim(self, order_id: str, amount_cents: int, currency: str, brand: str, last4: str) -> tuple[dict, bool]:
+    def claim(
+        self, order_id: str, amount_cents: int, currency: str, brand: str, last4: str
+    ) -> tuple[dict[str, Any], bool]:
         """Insert a pending payment for the order, or return the one already there. Returns (row, claimed)."""
         payment_id = "pay_" + uuid.uuid4().hex
         now = utc_timestamp()
@@ -41,9 +43,10 @@ class PaymentStore:
                 "created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                 (payment_id, order_id, amount_cents, currency, brand, last4, now, now),
             )
+            claimed = True
         except sqlite3.IntegrityError:
-            return self.get_by_order(order_id), False  # type: ignore[return-value]
-        return self.get_by_order(order_id), True  # type: ignore[return-value]
+            claimed = False
+        return must_exist(self.get_by_order(order_id), f"the payment of order {order_id}"), claimed
 
     def finish(self, payment_id: str, status: str, reason: str | None) -> dict[str, Any]:
         self.db.execute(
@@ -51,7 +54,7 @@ class PaymentStore:
             "UPDATE payments SET status = ?, decline_reason = ?, updated_at = ? WHERE id = ?",
             (status, reason, utc_timestamp(), payment_id),
         )
-        return self.get_by_id(payment_id)  # type: ignore[return-value]
+        return must_exist(self.get_by_id(payment_id), f"payment {payment_id}")
 
     def abandon(self, payment_id: str) -> None:
         """Forget a pending claim whose gateway call failed, so the order can be paid on retry."""

@@ -8,15 +8,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, current_app
-from prometheus_client import Counter
+from flask import Blueprint
 
+from shoplib.app import extension
 from shoplib.errors import Problem
 from shoplib.security import require_user
 from shoplib.validation import Fields, json_body
 
 from . import cards
 from .gateway import Gateway
+from .metrics import CAPTURED_AMOUNT, PAYMENT_ERRORS, PAYMENTS
 from .store import PaymentStore
 
 bp = Blueprint("payment", __name__)
@@ -27,22 +28,13 @@ _ORDER_ID = re.compile(r"[A-Za-z0-9_-]+")
 _CARD_DIGITS = re.compile(r"[0-9][0-9 -]{10,22}[0-9]")
 _CVC = re.compile(r"[0-9]{3,4}")
 
-PAYMENTS = Counter("payments", "Payments by outcome: captured, declined or error.", ["status"])
-PAYMENT_ERRORS = Counter(
-    "payment_errors", "Payments that failed for a technical reason (not declines), by reason.", ["reason"]
-)
-CAPTURED_AMOUNT = Counter("payments_captured_amount", "Money captured, in major currency units.", ["currency"])
-for _status in ("captured", "declined", "error"):
-    PAYMENTS.labels(_status)
-PAYMENT_ERRORS.labels("gateway_error")
-
 
 def _store() -> PaymentStore:
-    return current_app.extensions["payment.store"]
+    return extension("payment.store", PaymentStore)
 
 
 def _gateway() -> Gateway:
-    return current_app.extensions["payment.gateway"]
+    return extension("payment.gateway", Gateway)
 
 
 def _read_payment(body: dict[str, Any]) -> tuple[str, int, str, str, str]:

@@ -1,15 +1,20 @@
-"""`new_app` and `init_app`: what every service gets the same way — configuration, logging, tracing,
-RED metrics, faults, errors, health and readiness, and the admin endpoints."""
+"""`new_app` and `init_app`: what every service's app gets the same way — configuration, tracing of its
+requests, RED metrics, faults, errors, health and readiness, and the admin endpoints.
+
+Process-wide set-up (logging to stdout, the OpenTelemetry SDK) is not the factory's business: gunicorn's
+post_fork hook does it (shoplib.serve), so building an app changes nothing outside that app."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 
 from . import metrics
 from .config import Setting
@@ -17,12 +22,12 @@ from .config import load as load_settings
 from .db import Database
 from .errors import Problem, register_error_handlers
 from .faults import Fault, FaultRegistry
-from .logs import configure_logging
 from .security import current_principal, require_admin
-from .telemetry import configure_telemetry, instrument_app
+from .telemetry import instrument_app
 from .validation import json_body
 
 ReadinessCheck = tuple[str, Callable[[], None]]
+T = TypeVar("T")
 
 # Paths that operators and scrapers use: no faults, no RED metrics, no access lines.
 _INFRA_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -31,27 +36,44 @@ _access_log = logging.getLogger("shop.access")
 infra = Blueprint("shop_infra", __name__)
 
 
+@dataclass
+class ShopState:
+    """What the shared hooks and endpoints need to know about the app they serve."""
+
+    service: str
+    faults: FaultRegistry | None = None
+    readiness: tuple[ReadinessCheck, ...] = field(default=())
+
+
+class _InsertionOrderJson(DefaultJSONProvider):
+    sort_keys = False  # problem+json reads best in the order it was written: type, title, status, detail
+
+
 def new_app(
     import_name: str, service: str, settings: Sequence[Setting], test_config: dict[str, Any] | None = None
 ) -> Flask:
-    """A Flask app configured from the environment, then `test_config` (tests only), with logging and
-    telemetry running so that start-up work (migrations, seeding) is already logged and traced."""
+    """A Flask app configured from the environment, then `test_config` (tests only)."""
     app = Flask(import_name)
     app.config.from_mapping(load_settings(settings))
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TELEMETRY=True)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     if test_config:
         app.config.update(test_config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["shop"] = {"service": service}
-    configure_logging(service, app.config["LOG_LEVEL"])
-    if app.config["TELEMETRY"]:
-        configure_telemetry(service)
+    app.json = _InsertionOrderJson(app)
+    app.extensions["shop"] = ShopState(service)
     return app
+
+
+def extension(name: str, kind: type[T]) -> T:
+    """The current app's `app.extensions[name]`, checked to be a `kind` (a service's store or clients)."""
+    value = current_app.extensions[name]
+    if not isinstance(value, kind):
+        raise TypeError(f"app.extensions[{name!r}] is a {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 def open_database(app: Flask) -> Database:
     """The service's SQLite file, `<DATA_DIR>/<service>.db`."""
-    service = app.extensions["shop"]["service"]
+    service = app.extensions["shop"].service
     return Database(
         Path(app.config["DATA_DIR"]) / f"{service}.db",
         service,
@@ -61,23 +83,35 @@ def open_database(app: Flask) -> Database:
 
 
 def init_app(app: Flask, *, faults: Sequence[Fault] = (), readiness: Sequence[ReadinessCheck] = ()) -> None:
-    """Attach the shared behaviour to an app made by `new_app`, after its blueprints."""
-    service = app.extensions["shop"]["service"]
+    """Attach the shared behaviour to an app made by `new_app`, once, before it serves.
+
+    Where the factory calls it among its blueprints does not matter; the order inside does: the
+    instrumentor's before_request is registered first, so the request's server span already exists when
+    ours injects faults, and our after_request reads its trace id for the exemplar."""
+    state = app.extensions["shop"]
     instrument_app(app)
     register_error_handlers(app)
-    app.extensions["shop"].update(faults=FaultRegistry(service, faults), readiness=tuple(readiness))
+    state.faults = FaultRegistry(state.service, faults)
+    state.readiness = tuple(readiness)
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.teardown_request(_teardown_request)
     app.register_blueprint(infra)
 
 
-def fault_registry() -> FaultRegistry:
-    return current_app.extensions["shop"]["faults"]
+def _state() -> ShopState:
+    return extension("shop", ShopState)
+
+
+def _faults() -> FaultRegistry:
+    registry = _state().faults
+    if registry is None:
+        raise RuntimeError("init_app was not called on this app")
+    return registry
 
 
 def _service() -> str:
-    return current_app.extensions["shop"]["service"]
+    return _state().service
 
 
 def _is_infra() -> bool:
@@ -91,7 +125,7 @@ def _before_request() -> None:
     metrics.HTTP_REQUESTS_IN_FLIGHT.labels(_service()).inc()
     g.counted_in_flight = True
     if not request.path.startswith("/admin/"):
-        fault_registry().inject_into_request()
+        _faults().inject_into_request()
 
 
 def _after_request(response: Response) -> Response:
@@ -129,7 +163,7 @@ def healthz() -> Any:
 @infra.get("/readyz")
 def readyz() -> Any:
     checks: dict[str, str] = {}
-    for name, check in current_app.extensions["shop"]["readiness"]:
+    for name, check in _state().readiness:
         try:
             check()
             checks[name] = "ok"
@@ -146,7 +180,7 @@ def metrics_endpoint() -> Response:
 
 
 def _faults_state() -> Any:
-    registry = fault_registry()
+    registry = _faults()
     return jsonify(service=_service(), active=registry.active(), available=registry.describe())
 
 
@@ -159,7 +193,7 @@ def get_faults() -> Any:
 @infra.put("/admin/faults")
 @require_admin
 def put_faults() -> Any:
-    registry = fault_registry()
+    registry = _faults()
     registry.apply(registry.parse(json_body()), actor=current_principal().sub)
     return _faults_state()
 
@@ -168,5 +202,5 @@ def put_faults() -> Any:
 @require_admin
 def delete_faults() -> Any:
     names = request.args.getlist("fault") or None
-    fault_registry().clear(names, actor=current_principal().sub)
+    _faults().clear(names, actor=current_principal().sub)
     return _faults_state()

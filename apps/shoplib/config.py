@@ -6,14 +6,16 @@ missing or malformed one by name, so a bad deployment fails before it serves a r
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 _REQUIRED = object()
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -77,6 +79,18 @@ def choice(*options: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def cli_argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser as an argparse `type=`, its message kept ('--port: must be between 1 and 65535, got 0')."""
+
+    def convert(raw: str) -> T:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def exporter_names(raw: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
@@ -19,8 +19,17 @@ from .errors import Problem
 from .metrics import DB_QUERY_DURATION
 
 _log = logging.getLogger("shop.db")
+T = TypeVar("T")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _WHITESPACE = re.compile(r"\s+")
+
+
+def must_exist(row: T | None, what: str) -> T:
+    """A row the caller has just written inside its own transaction or under a unique key: missing, it is a
+    bug (an error), never a 404."""
+    if row is None:
+        raise LookupError(f"{what} is missing right after it was written")
+    return row
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:

@@ -78,7 +78,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
         status = exc.code or 500
-        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        allowed = getattr(exc, "valid_methods", None)  # set by 405 Method Not Allowed
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
         return Problem(status, exc.name, exc.description or exc.name, headers=headers).response()
 
     @app.errorhandler(Exception)

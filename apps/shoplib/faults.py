@@ -164,6 +164,7 @@ def _read_param(fields: Fields, raw: dict[str, Any], fault: str, param: Param) -
     required = param.default is _REQUIRED
     if param.name not in raw and not required:
         return param.default
+    value: Any
     if param.kind is int:
         value = fields.integer(raw, param.name, at=fault, minimum=int(param.minimum), maximum=int(param.maximum))
     elif param.kind is float:

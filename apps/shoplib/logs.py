@@ -35,15 +35,11 @@ class ShopJsonFormatter(JsonFormatter):
 
 
 def configure_logging(service: str, level: str) -> None:
-    """Route the root logger to stdout as JSON; idempotent so app factories may call it repeatedly."""
+    """Route the root logger to stdout as JSON (once per process: gunicorn's post_fork)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
-    for handler in list(root.handlers):
-        if getattr(handler, "_shop_stdout", False):
-            root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(ShopJsonFormatter(service))
-    handler._shop_stdout = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     # werkzeug's dev-server access lines duplicate ours.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -11,14 +11,14 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 HTTP_REQUEST_DURATION = Histogram(
-    "http_request_duration",
+    "http_request_duration_seconds",
     "Time to serve an HTTP request, by route template and status code.",
     ["service", "method", "route", "status_code"],
     unit="seconds",
 )
 HTTP_REQUESTS_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served right now.", ["service"])
 DB_QUERY_DURATION = Histogram(
-    "db_query_duration",
+    "db_query_duration_seconds",
     "Time to run one SQLite statement and fetch its rows, by named operation.",
     ["service", "operation"],
     unit="seconds",
@@ -28,7 +28,7 @@ FAULT_ACTIVE = Gauge(
     "shop_fault_active", "1 while the named fault is injected into the service, else 0.", ["service", "fault"]
 )
 TELEMETRY_EXPORTED = Counter(
-    "telemetry_exported_items",
+    "telemetry_exported_items_total",
     "Spans and log records handed to the OTLP exporter, by signal and export outcome.",
     ["service", "signal", "outcome"],
 )
@@ -46,5 +46,5 @@ def trace_exemplar() -> dict[str, str] | None:
 
 def exposition() -> Response:
     """Prometheus text by default; OpenMetrics (which carries exemplars) when the scraper asks for it."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept"))
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(REGISTRY), content_type=content_type)

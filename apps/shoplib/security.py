@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import jwt
 from flask import current_app, g, request
@@ -17,7 +17,8 @@ from .errors import Problem, unauthorized
 ALGORITHM = "HS256"  # pinned: a token's own "alg" header is never trusted
 MAX_TOKEN_LENGTH = 4096
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -76,25 +77,26 @@ def bearer_token() -> str:
 
 def current_principal() -> Principal:
     """The verified caller of this request (verified once, then cached on flask.g)."""
-    if "principal" not in g:
-        g.principal = decode_token(bearer_token())
-    return g.principal
+    principal = g.get("principal")
+    if not isinstance(principal, Principal):
+        principal = g.principal = decode_token(bearer_token())
+    return principal
 
 
-def require_user(view: F) -> F:
+def require_user(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         current_principal()
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def require_admin(view: F) -> F:
+def require_admin(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if "admin" not in current_principal().roles:
             raise Problem(403, "Forbidden", "This endpoint needs a token with the admin role.")
         return view(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

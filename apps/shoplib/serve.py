@@ -1,7 +1,9 @@
 """`python -m shoplib.serve <service>`: one service under gunicorn, with the settings the container uses.
 
-One worker process with threads: fault state, metrics and exemplars live in one process, and the
-OpenTelemetry SDK starts inside that worker (the app is not preloaded in the master).
+One worker process with threads: fault state, metrics and exemplars live in one process. Process-wide
+set-up (JSON logging, the OpenTelemetry SDK and its threads) happens in gunicorn's post_fork hook, in the
+worker, before the app is loaded (the app is not preloaded in the master), so start-up work such as
+migrations and seeding is already logged and traced; worker_exit flushes what is still queued.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .config import ConfigError, integer
+from .config import ConfigError, cli_argument, integer
 from .config import load as load_settings
-from .telemetry import shutdown_telemetry
+from .logs import configure_logging
+from .services import SERVICES
+from .telemetry import configure_telemetry, shutdown_telemetry
 
-SERVICES = ("catalog", "checkout", "payment", "auth")
 
-
-class ShopServer(BaseApplication):  # type: ignore[misc]
+class ShopServer(BaseApplication):
     def __init__(self, service: str, options: dict[str, Any]) -> None:
         self.service = service
         self.options = options
@@ -40,13 +42,17 @@ def _worker_exit(_server: Any, _worker: Any) -> None:
     shutdown_telemetry()  # flush spans and logs still queued when SIGTERM arrives
 
 
-def gunicorn_options(service: str, host: str, port: int, threads: int) -> dict[str, Any]:
+def gunicorn_options(service: str, host: str, port: int, threads: int, log_level: str) -> dict[str, Any]:
+    def post_fork(_server: Any, _worker: Any) -> None:
+        configure_logging(service, log_level)
+        configure_telemetry(service)
+
     json_logs = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "shoplib.logs.ShopJsonFormatter", "service": service}},
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
-        "root": {"level": "INFO", "handlers": []},  # the app adds its own stdout handler in the worker
+        "root": {"level": "INFO", "handlers": []},  # post_fork adds the worker's stdout handler
         "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False}},
     }
     return {
@@ -62,20 +68,9 @@ def gunicorn_options(service: str, host: str, port: int, threads: int) -> dict[s
         "logconfig_dict": json_logs,
         "proc_name": f"shop-{service}",
         "control_socket_disable": True,  # four masters would fight over one $HOME/.gunicorn/gunicorn.ctl
+        "post_fork": post_fork,
         "worker_exit": _worker_exit,
     }
-
-
-def _argument(parse: Any) -> Any:
-    """Adapt a config parser to argparse, keeping its message ('must be between 1 and 65535, got 0')."""
-
-    def convert(raw: str) -> Any:
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 def _error(service: str, message: str, detail: str) -> int:
@@ -95,15 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shoplib.serve", description=__doc__)
     parser.add_argument("service", choices=SERVICES)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (the container uses 0.0.0.0)")
-    parser.add_argument("--port", type=_argument(integer(1, 65535)), default=8080)
-    parser.add_argument("--threads", type=_argument(integer(1, 256)), default=8)
+    parser.add_argument("--port", type=cli_argument(integer(1, 65535)), default=8080)
+    parser.add_argument("--threads", type=cli_argument(integer(1, 256)), default=8)
     args = parser.parse_args(argv)
     try:
         # Checked here, in the master, so a bad variable is one clear line instead of a worker traceback.
-        load_settings(importlib.import_module(args.service).SETTINGS)
+        settings = load_settings(importlib.import_module(args.service).SETTINGS)
     except ConfigError as exc:
         return _error(args.service, "invalid_configuration", str(exc))
-    ShopServer(args.service, gunicorn_options(args.service, args.host, args.port, args.threads)).run()
+    options = gunicorn_options(args.service, args.host, args.port, args.threads, settings["LOG_LEVEL"])
+    ShopServer(args.service, options).run()
     return 0
 
 

@@ -1,8 +1,8 @@
 """OpenTelemetry set-up, driven by the standard OTEL_* environment variables.
 
 The SDK is configured through opentelemetry-distro's configurator, so every OTEL_* variable the SDK
-documents applies. It starts threads, so it runs once per process inside the gunicorn worker (the app
-is not preloaded in the master), never before a fork. Exports run on background threads with bounded
+documents applies. It starts threads, so it runs once per process in gunicorn's post_fork hook (see
+shoplib.serve), never before a fork. Exports run on background threads with bounded
 queues: an unreachable endpoint drops telemetry, never fails a request.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask
 from opentelemetry import trace
@@ -21,8 +19,8 @@ from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .metrics import TELEMETRY_EXPORTED
 
@@ -37,31 +35,22 @@ OTEL_DEFAULTS = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # Loki's OTLP endpoint speaks HTTP only
 }
 
-_lock = threading.Lock()
-_configured_service: str | None = None
+
+Exporter = TypeVar("Exporter", SpanExporter, LogRecordExporter)
 
 
-class CountingExporter:
-    """Wraps a span or log exporter and counts what each export call achieved."""
+def counting(exporter: Exporter, service: str, signal: str) -> Exporter:
+    """The same exporter, counting what each export call achieved in telemetry_exported_items_total."""
+    series = {outcome: TELEMETRY_EXPORTED.labels(service, signal, outcome) for outcome in ("success", "failure")}
+    export = exporter.export
 
-    def __init__(self, inner: Any, service: str, signal: str) -> None:
-        self._inner = inner
-        self._service = service
-        self._signal = signal
-        for outcome in ("success", "failure"):  # both series exist from the start, at 0
-            TELEMETRY_EXPORTED.labels(service, signal, outcome)
-
-    def export(self, batch: Sequence[Any]) -> Any:
-        result = self._inner.export(batch)
-        TELEMETRY_EXPORTED.labels(self._service, self._signal, result.name.lower()).inc(len(batch))
+    def export_and_count(batch: Any) -> Any:
+        result = export(batch)
+        series[result.name.lower()].inc(len(batch))
         return result
 
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        flush = getattr(self._inner, "force_flush", None)
-        return flush(timeout_millis) if flush else True
+    setattr(exporter, "export", export_and_count)  # noqa: B010 - an instance attribute shadows the method
+    return exporter
 
 
 def _otel_enabled() -> bool:
@@ -69,31 +58,22 @@ def _otel_enabled() -> bool:
 
 
 def configure_telemetry(service: str) -> None:
-    """Create the process's tracer and logger providers once; later calls only check the service name."""
-    global _configured_service
-    with _lock:
-        if _configured_service is not None:
-            if _configured_service != service:
-                raise RuntimeError(f"telemetry already configured for {_configured_service}, not {service}")
-            return
-        _configured_service = service
-        RequestsInstrumentor().instrument()
-        if not _otel_enabled():
-            return
-        for name, value in OTEL_DEFAULTS.items():
-            os.environ.setdefault(name, value)
-        OpenTelemetryConfigurator().configure(
-            resource_attributes={"service.name": service, "service.namespace": "shop"},
-            export_span_processor=lambda exporter: BatchSpanProcessor(CountingExporter(exporter, service, "traces")),
-            export_log_record_processor=lambda exporter: BatchLogRecordProcessor(
-                CountingExporter(exporter, service, "logs")
-            ),
-        )
-        if os.environ["OTEL_LOGS_EXPORTER"].strip().lower() != "none":
-            handler = LoggingHandler(logger_provider=get_logger_provider())
-            # The exporter's own warnings about a down endpoint must not feed back into that endpoint.
-            handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
-            logging.getLogger().addHandler(handler)
+    """Create this process's tracer and logger providers (gunicorn's post_fork calls it, once per worker)."""
+    RequestsInstrumentor().instrument()
+    if not _otel_enabled():
+        return
+    for name, value in OTEL_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    OpenTelemetryConfigurator().configure(
+        resource_attributes={"service.name": service, "service.namespace": "shop"},
+        export_span_processor=lambda exporter: BatchSpanProcessor(counting(exporter, service, "traces")),
+        export_log_record_processor=lambda exporter: BatchLogRecordProcessor(counting(exporter, service, "logs")),
+    )
+    if os.environ["OTEL_LOGS_EXPORTER"].strip().lower() != "none":
+        handler = LoggingHandler(logger_provider=get_logger_provider())
+        # The exporter's own warnings about a down endpoint must not feed back into that endpoint.
+        handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
+        logging.getLogger().addHandler(handler)
 
 
 def instrument_app(app: Flask) -> None:

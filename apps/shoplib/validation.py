@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from flask import request
@@ -14,7 +13,6 @@ from .errors import Problem, ValidationFailed
 
 _MISSING = object()
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id cannot exist and must not reach the driver
-MAX_ORDER_LINES = 50
 
 
 def _reject_constant(name: str) -> float:
@@ -164,28 +162,3 @@ def query_text(name: str, max_length: int = 100) -> str:
     if len(raw) > max_length:
         raise ValidationFailed([{"field": name, "message": f"must be at most {max_length} characters long"}])
     return raw.strip()
-
-
-@dataclass(frozen=True)
-class Line:
-    product_id: int
-    quantity: int
-
-
-def order_lines(body: dict[str, Any], fields: Fields) -> list[Line]:
-    """`items: [{product_id, quantity}]`, one line per product (checkout's orders, catalog's reservations)."""
-    lines: list[Line] = []
-    seen: set[int] = set()
-    for index, item in enumerate(fields.array(body, "items", max_items=MAX_ORDER_LINES) or []):
-        at = f"items[{index}]"
-        if not isinstance(item, dict):
-            fields.fail(at, "must be an object with product_id and quantity")
-            continue
-        product_id = fields.integer(item, "product_id", at=at, minimum=1, maximum=MAX_ID)
-        quantity = fields.integer(item, "quantity", at=at, minimum=1, maximum=100)
-        if product_id is not None and product_id in seen:
-            fields.fail(f"{at}.product_id", "is listed twice; give one line per product")
-        elif product_id is not None and quantity is not None:
-            seen.add(product_id)
-            lines.append(Line(product_id, quantity))
-    return lines
