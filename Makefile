@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test unit lint services load peak-hour steady bench clean
+.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis clean
 
 help:
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
@@ -13,9 +13,10 @@ help:
 	@echo "               SHAPE=PeakHourShape (default), Steady or Spike; LOCUST_ARGS for more, e.g. \"-u 20 -t 10m\""
 	@echo "make peak-hour the compose lab's Locust (:8089) runs PeakHourShape now; make steady goes back"
 	@echo "make bench     the native shop's capacity and Locust's CPU per request vs bench/baseline.json (minutes)"
+	@echo "make bench-diagnosis  shoplab diagnose's accuracy and speed on every drill, under traffic (about 25 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
-# The project itself is installed editable: apps/ on the path for tests and benchmarks.
+# The project itself is installed editable: apps/ on the path for tests and benchmarks, and .venv/bin/shoplab.
 $(BIN)/.installed: apps/requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
@@ -60,6 +61,9 @@ steady:
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/load_capacity.py
+
+bench-diagnosis: $(BIN)/.installed
+	$(BIN)/python bench/diagnosis.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

@@ -124,7 +124,7 @@ def admin_token(shop: ShopUnderTest) -> str:
 @pytest.fixture(scope="session")
 def prometheus(shop: ShopUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """The real Prometheus on the project's prometheus.yml and rules, scraping the session's shop."""
-    running = Prometheus(tmp_path_factory.mktemp("prometheus"), shop).start()
+    running = Prometheus(tmp_path_factory.mktemp("prometheus"), shop.ports).start()
     poll_until(
         lambda: running.targets_up("shop") and running.targets_up("prometheus"),
         timeout=30,

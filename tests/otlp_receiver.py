@@ -45,6 +45,7 @@ class Span:
     start_ns: int
     end_ns: int
     attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -59,6 +60,8 @@ class LogRecord:
     trace_id: str
     span_id: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    timestamp_ns: int = 0
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 class OtlpReceiver:
@@ -94,9 +97,10 @@ class OtlpReceiver:
 
     def _store_traces(self, payload: bytes) -> bytes:
         request = ExportTraceServiceRequest.FromString(payload)
-        spans = []
+        spans: list[Span] = []
         for resource_spans in request.resource_spans:
-            service = _attributes(resource_spans.resource.attributes).get("service.name", "")
+            resource = _attributes(resource_spans.resource.attributes)
+            service = resource.get("service.name", "")
             for scope_spans in resource_spans.scope_spans:
                 spans.extend(
                     Span(
@@ -110,19 +114,21 @@ class OtlpReceiver:
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
                         attributes=_attributes(span.attributes),
+                        resource=resource,
                     )
                     for span in scope_spans.spans
                 )
         with self._lock:
             self.spans.extend(spans)
             self.raw_payloads.append(payload)
-        return ExportTraceServiceResponse().SerializeToString()
+        return bytes(ExportTraceServiceResponse().SerializeToString())
 
     def _store_logs(self, payload: bytes) -> bytes:
         request = ExportLogsServiceRequest.FromString(payload)
-        records = []
+        records: list[LogRecord] = []
         for resource_logs in request.resource_logs:
-            service = _attributes(resource_logs.resource.attributes).get("service.name", "")
+            resource = _attributes(resource_logs.resource.attributes)
+            service = resource.get("service.name", "")
             for scope_logs in resource_logs.scope_logs:
                 records.extend(
                     LogRecord(
@@ -132,13 +138,15 @@ class OtlpReceiver:
                         trace_id=record.trace_id.hex(),
                         span_id=record.span_id.hex(),
                         attributes=_attributes(record.attributes),
+                        timestamp_ns=record.time_unix_nano or record.observed_time_unix_nano,
+                        resource=resource,
                     )
                     for record in scope_logs.log_records
                 )
         with self._lock:
             self.logs.extend(records)
             self.raw_payloads.append(payload)
-        return ExportLogsServiceResponse().SerializeToString()
+        return bytes(ExportLogsServiceResponse().SerializeToString())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         routes = {"/v1/traces": self._store_traces, "/v1/logs": self._store_logs}

@@ -5,58 +5,63 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 
-from shop import REPO, ShopUnderTest, poll_until
+from shop import REPO, poll_until
 from shoplib.supervisor import free_ports
 
 PROMETHEUS_DIR = REPO / "prometheus"
 
 
 def binary(name: str) -> str:
-    """The path of a Debian-packaged tool; in CI its absence fails the test instead of skipping it."""
+    """The path of a Debian-packaged tool. Missing, it skips the test, or fails it in CI; outside pytest (a
+    benchmark) it is an error naming the package."""
     path = shutil.which(name)
     if path is None:
         message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        if "PYTEST_CURRENT_TEST" not in os.environ:
+            raise FileNotFoundError(message)
+        import pytest  # only under pytest: benchmarks import this module too
+
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
 
 
-def native_config(shop: ShopUnderTest, own_address: str) -> dict[str, Any]:
+def native_config(ports: Mapping[str, int], own_address: str) -> dict[str, Any]:
     """prometheus.yml with only addresses changed: shop targets to the native services, its own to where it
     listens, rule files to the repo's, and no Alertmanager. Tempo, Loki and Grafana stay
     as they are: nothing answers there natively, so their targets are down."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
         for group in job.get("static_configs", []):
-            group["targets"] = [_native(target, shop, own_address) for target in group["targets"]]
+            group["targets"] = [_native(target, ports, own_address) for target in group["targets"]]
     config["rule_files"] = [str(PROMETHEUS_DIR / "rules" / Path(pattern).name) for pattern in config["rule_files"]]
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = []  # none runs beside it
-    return config
+    return dict(config)
 
 
-def _native(target: str, shop: ShopUnderTest, own_address: str) -> str:
+def _native(target: str, ports: Mapping[str, int], own_address: str) -> str:
     host = target.split(":", maxsplit=1)[0]
     if host == "localhost":
         return own_address
-    return f"127.0.0.1:{shop.ports[host]}" if host in shop.ports else target
+    return f"127.0.0.1:{ports[host]}" if host in ports else target
 
 
 class Prometheus:
-    """Debian's Prometheus on the project's configuration, pointed at a running native shop."""
+    """Debian's Prometheus on the project's configuration, pointed at a running native shop (its ports)."""
 
-    def __init__(self, workdir: Path, shop: ShopUnderTest) -> None:
+    def __init__(self, workdir: Path, ports: Mapping[str, int]) -> None:
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(native_config(shop, f"127.0.0.1:{self.port}")))
+        self.config_path.write_text(yaml.safe_dump(native_config(ports, f"127.0.0.1:{self.port}")))
         self.log_path = workdir / "prometheus.log"
         self.args = [
             binary("prometheus"),
@@ -93,7 +98,7 @@ class Prometheus:
         params = {"query": expr, **({"time": str(at)} if at else {})}
         body = requests.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
         assert body["status"] == "success", body
-        return body["data"]["result"]
+        return list(body["data"]["result"])
 
     def firing(self) -> list[dict[str, Any]]:
         alerts = requests.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]

@@ -73,6 +73,22 @@ class ShopUnderTest:
     def stop(self) -> int:
         return self.supervisor.stop()
 
+    # --- what incident drills need (incident.drills.Target) ---
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return self.supervisor.urls
+
+    @property
+    def data_dir(self) -> Path:
+        return self.supervisor.data_dir
+
+    def process_group(self, service: str) -> int:
+        return self.supervisor.processes[service].pid  # each service leads its own session
+
+    def admin_token(self) -> str:
+        return self.login("admin")
+
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
@@ -90,7 +106,7 @@ class ShopUnderTest:
     def login(self, user: str) -> str:
         response = self.session.post(self.url("auth", "/login"), json={"username": user, "password": PASSWORDS[user]})
         assert response.status_code == 200, response.text
-        return response.json()["access_token"]
+        return str(response.json()["access_token"])
 
     def order(
         self, token: str, items: list[dict[str, int]], card: dict[str, str] = GOOD_CARD, key: str | None = None
@@ -102,7 +118,7 @@ class ShopUnderTest:
         )
 
     def stock(self, product_id: int) -> int:
-        return self.session.get(self.url("catalog", f"/products/{product_id}")).json()["stock"]
+        return int(self.session.get(self.url("catalog", f"/products/{product_id}")).json()["stock"])
 
     def set_stock(self, product_id: int, stock: int) -> None:
         """Test set-up only: the catalog has no API to change stock, so write its database directly."""

@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .errors import Problem
 from .metrics import DB_QUERY_DURATION
 
 _log = logging.getLogger("shop.db")
+_tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _WHITESPACE = re.compile(r"\s+")
@@ -66,7 +68,7 @@ class Database:
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = SQLite3Instrumentor.instrument_connection(self.open_connection())
+            conn = self.open_connection()
             self._local.conn = conn
         return conn
 
@@ -79,13 +81,38 @@ class Database:
         return self._run(operation, sql, params)[1]
 
     def _run(self, operation: str, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], int]:
-        """'database is locked' after the busy timeout becomes a 503 problem."""
+        """One span per statement, named by its operation so a trace says which query took the time; it covers
+        fetching the rows too, where SQLite does most of a scan's work. 'database is locked' after the busy
+        timeout becomes a 503 problem."""
         started = time.perf_counter()
+        attributes = {
+            "db.system": "sqlite",
+            "db.name": self.service,
+            "db.operation.name": operation,
+            "db.statement": _WHITESPACE.sub(" ", sql).strip(),
+        }
+        with _tracer.start_as_current_span(
+            operation,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return self._fetch(sql, params)
+            except sqlite3.IntegrityError:
+                raise  # a unique-key conflict is an answer (an idempotent retry), not a failure
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                self._observe(operation, attributes["db.statement"], time.perf_counter() - started)
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], int]:
         cursor = self.connection.cursor()
         try:
             cursor.execute(sql, params)
-            rows = cursor.fetchall()
-            rowcount = cursor.rowcount
+            return cursor.fetchall(), cursor.rowcount
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise Problem(
@@ -98,10 +125,8 @@ class Database:
             raise
         finally:
             cursor.close()
-            self._observe(operation, sql, time.perf_counter() - started)
-        return rows, rowcount
 
-    def _observe(self, operation: str, sql: str, seconds: float) -> None:
+    def _observe(self, operation: str, statement: str, seconds: float) -> None:
         DB_QUERY_DURATION.labels(self.service, operation).observe(seconds)
         duration_ms = seconds * 1000
         if duration_ms >= self.slow_query_ms:
@@ -109,7 +134,7 @@ class Database:
                 "slow_query",
                 extra={
                     "operation": operation,
-                    "statement": _WHITESPACE.sub(" ", sql).strip(),
+                    "statement": statement,
                     "duration_ms": round(duration_ms, 2),
                     "threshold_ms": self.slow_query_ms,
                 },
