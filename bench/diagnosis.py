@@ -23,9 +23,11 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -33,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the OTLP receiver, the backend doubles and the Prometheus launcher
 
 from backend_doubles import BackendDouble  # noqa: E402
-from incident.backends import Backends, http_transport  # noqa: E402
+from incident.backends import Backends, http_transport, recording  # noqa: E402
 from incident.diagnosis import Diagnoser, Diagnosis  # noqa: E402
 from incident.drills import Drill, Traffic, catalogue  # noqa: E402
 from otlp_receiver import OtlpReceiver  # noqa: E402
@@ -79,53 +81,80 @@ def judge(drill: Drill | None, diagnosis: Diagnosis) -> Run:
     return Run(drill.name, service_ok, operation_ok, diagnosis.seconds_taken, named)
 
 
+def telemetry(args: argparse.Namespace, stack: ExitStack) -> tuple[dict[str, str], dict[str, str], str]:
+    """Where the shop sends traces and logs, where diagnosis reads them, and how to describe that."""
+    if args.tempo:
+        env = {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": args.otlp_traces,
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": args.otlp_logs,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "otlp",
+        }
+        return env, {"tempo": args.tempo, "loki": args.loki}, f"real Tempo {args.tempo} and Loki {args.loki}"
+    receiver = OtlpReceiver().start()
+    stack.callback(receiver.stop)
+    tempo, loki = BackendDouble("tempo", receiver).start(), BackendDouble("loki", receiver).start()
+    stack.callback(tempo.stop)
+    stack.callback(loki.stop)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_LOGS_EXPORTER": "otlp"}
+    return env, {"tempo": tempo.url, "loki": loki.url}, "Tempo and Loki read-API test doubles (not Tempo or Loki)"
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> list[Run]:
     drills = [d for d in catalogue() if not args.drills or d.name in args.drills.split(",")]
-    receiver = OtlpReceiver().start()
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_BLRP_SCHEDULE_DELAY": "200",
-    }
     runs: list[Run] = []
-    with (
-        (workdir / "shop.stdout").open("wb") as out,
-        Supervisor(workdir / "data", environ={**os.environ, **env}, stdout=out) as shop,
-    ):
+    with ExitStack() as stack:
+        env, urls, described = telemetry(args, stack)
+        env |= {"OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
+        out = stack.enter_context((workdir / "shop.stdout").open("wb"))
+        shop = stack.enter_context(Supervisor(workdir / "data", environ={**os.environ, **env}, stdout=out))
         prometheus = Prometheus(workdir, shop.ports).start()
-        tempo, loki = BackendDouble("tempo", receiver).start(), BackendDouble("loki", receiver).start()
-        urls = {"prometheus": prometheus.url, "tempo": tempo.url, "loki": loki.url}
-        diagnoser = Diagnoser(Backends(http_transport(urls, 4.0)))
+        stack.callback(prometheus.stop)
+        urls["prometheus"] = prometheus.url
         poll_until(lambda: prometheus.targets_up("shop"), 60, 0.5, "Prometheus to scrape the shop")
         traffic = Traffic(shop.urls, customers=args.customers).start()
+        stack.callback(traffic.stop)
         target = BenchTarget(shop)
-        print(f"shop, Prometheus {prometheus.url}, Tempo and Loki read-API test doubles; {args.customers} customers")
+        print(f"native shop, Debian's Prometheus {prometheus.url}, {described}; {args.customers} customers", flush=True)
         time.sleep(2 * args.window)
-        try:
-            plan: list[Drill | None] = [None] * args.healthy + drills * args.repeat
-            for index, drill in enumerate(plan, 1):
-                time.sleep(args.settle + args.window)  # a clean baseline
-                undo = drill.inject(target) if drill else (lambda: None)
-                try:
-                    time.sleep(args.window)
-                    run = judge(drill, diagnoser.diagnose(args.window))
-                finally:
-                    undo()
-                verdict = "ok" if run.service_ok and run.operation_ok is not False else "WRONG"
-                print(
-                    f"[{index:>3}/{len(plan)}] {run.drill:<20} -> {run.named:<40} {run.seconds:5.2f} s  {verdict}",
-                    flush=True,
-                )
-                runs.append(run)
-        finally:
-            traffic.stop()
-            tempo.stop()
-            loki.stop()
-            prometheus.stop()
-            receiver.stop()
-    print(f"traffic: {traffic.requests} requests, {traffic.failures} failed (drills make some fail on purpose)")
+        plan: list[Drill | None] = [None] * args.healthy + drills * args.repeat
+        for index, drill in enumerate(plan, 1):
+            time.sleep(args.settle + args.window)  # a clean baseline
+            undo = drill.inject(target) if drill else (lambda: None)
+            exchanges: list[dict[str, Any]] = []
+            try:
+                time.sleep(args.window)
+                diagnosis = Diagnoser(Backends(recording(http_transport(urls, 4.0), exchanges))).diagnose(args.window)
+            finally:
+                undo()
+            run = judge(drill, diagnosis)
+            verdict = "ok" if run.service_ok and run.operation_ok is not False else "WRONG"
+            print(
+                f"[{index:>3}/{len(plan)}] {run.drill:<20} -> {run.named:<40} {run.seconds:5.2f} s  {verdict}",
+                flush=True,
+            )
+            runs.append(run)
+            if args.save_responses:
+                save(args.save_responses / f"{run.drill}-{index}.json", drill, diagnosis, exchanges, described)
+        print(f"traffic: {traffic.requests} requests, {traffic.failures} failed (drills make some fail on purpose)")
     return runs
+
+
+def save(
+    path: Path, drill: Drill | None, diagnosis: Diagnosis, exchanges: list[dict[str, Any]], described: str
+) -> None:
+    """One diagnosis's every request and answer, with what it should have found: a fixture for tests."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    expected = {"service": drill.service, "operation": drill.operation} if drill else None
+    document = {
+        "recorded": f"bench/diagnosis.py --save-responses against a native shop, Debian's Prometheus and {described}",
+        "drill": drill.name if drill else "healthy",
+        "expected": expected,
+        "end": diagnosis.end,
+        "window_s": int(diagnosis.end - diagnosis.start),
+        "exchanges": exchanges,
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def summarize(runs: list[Run]) -> dict[str, float]:
@@ -180,11 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=int, default=5, help="seconds after an undo before the baseline (5)")
     parser.add_argument("--customers", type=int, default=8, help="traffic threads (default 8)")
     parser.add_argument("--record", action="store_true", help=f"write the result to {BASELINE.name}")
+    parser.add_argument("--tempo", default="", help="a real Tempo to read traces from (with --loki and --otlp-*)")
+    parser.add_argument("--loki", default="", help="a real Loki to read logs from")
+    parser.add_argument(
+        "--otlp-traces", default="", help="where the shop sends traces, e.g. http://127.0.0.1:4318/v1/traces"
+    )
+    parser.add_argument(
+        "--otlp-logs", default="", help="where the shop sends logs, e.g. http://127.0.0.1:3100/otlp/v1/logs"
+    )
+    parser.add_argument("--save-responses", type=Path, default=None, help="keep every diagnosis's exchanges here")
     args = parser.parse_args(argv)
     known = {d.name for d in catalogue()}
     unknown = sorted(set(filter(None, args.drills.split(","))) - known)
     if unknown:
         parser.error(f"--drills: unknown {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    real = (args.tempo, args.loki, args.otlp_traces, args.otlp_logs)
+    if any(real) and not all(real):
+        parser.error("--tempo, --loki, --otlp-traces and --otlp-logs go together")
     with tempfile.TemporaryDirectory(prefix="shop-bench-diagnosis-") as tmp:
         runs = measure(args, Path(tmp))
     summary = summarize(runs)

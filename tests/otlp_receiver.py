@@ -84,7 +84,8 @@ class OtlpReceiver:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def spans_of(self, trace_id: str) -> list[Span]:

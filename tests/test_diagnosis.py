@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import ast
+import gzip
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backend_doubles import instant_query, query_range, trace_json
+from backend_doubles import search as double_search
 from incident import cli
-from incident.backends import BackendError, Backends
+from incident.backends import BackendError, Backends, replaying
 from incident.blame import error_origins, errors_blame, latency_blame, peer_services
 from incident.diagnosis import Diagnoser, parse_window
 from incident.traces import Span, hex_id, parse_trace, self_time_ns
+from otlp_receiver import LogRecord as OtlpLog
+from otlp_receiver import OtlpReceiver
+from otlp_receiver import Span as OtlpSpan
 
 MS = 1_000_000
 
@@ -27,7 +35,7 @@ def order_trace(trace="t1", payment_ms=60, wait_ms=2, fail_payment=False, paymen
     """checkout POST /orders -> charge payment -> client call -> payment POST /payments -> gateway."""
     end = 12 + payment_ms + wait_ms  # when the gateway answers
     fail = {"error": fail_payment, "trace": trace}
-    peer = {"server.address": "127.0.0.1", "server.port": 8083}
+    peer = {"http.url": "http://127.0.0.1:8083/payments"}  # what the requests instrumentation records
     spans = [
         span("a", "", "checkout", "POST /orders", 0, end + 10, kind="server", **fail),
         span("b", "a", "checkout", "charge payment", 5, end + 5, **fail),
@@ -222,3 +230,153 @@ def test_the_shoplab_command_is_installed_with_help_everywhere(command):
     shoplab = Path(sys.executable).parent / "shoplab"  # the console script `make` installs into .venv
     result = subprocess.run([str(shoplab), *command, "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("usage: shoplab"), result.stderr
+
+
+FAULT_INTERNALS = ("/admin/faults", "shop_fault_active", "shop.fault.injected", "FaultRegistry", "shoplib.faults")
+
+
+@pytest.mark.parametrize("module", ["backends", "blame", "cli", "diagnosis", "links", "metrics", "report", "traces"])
+def test_diagnosis_reads_no_fault_bookkeeping(module):
+    """From symptoms only: no module behind `shoplab diagnose` names the shop's fault switches or imports the
+    drills (the one place fault_set appears is the filter that keeps those log lines out)."""
+    source = (Path(cli.__file__).parent / f"{module}.py").read_text()
+    assert not [name for name in FAULT_INTERNALS if name in source]
+    tree = ast.parse(source)
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "drills" not in imported and "incident.drills" not in imported
+    assert source.count("fault_set") <= 1 and ("fault_set" not in source or 'NOT_SYMPTOMS = "fault_set' in source)
+
+
+# --- recorded incidents: the real Prometheus, Tempo 3.0.3 and Loki 3.7.6 (tests/fixtures/diagnosis/README.md) ---
+
+FIXTURES = Path(__file__).parent / "fixtures" / "diagnosis"
+RECORDINGS = sorted(FIXTURES.glob("*.json.gz"))
+
+
+def recording(path: Path) -> dict[str, Any]:
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
+def test_there_are_recordings_of_real_backends():
+    assert len(RECORDINGS) >= 10
+    assert {recording(path)["drill"] for path in RECORDINGS} >= {"healthy", "stalled-payment", "missing-index"}
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda path: path.name.removesuffix(".json.gz"))
+def test_a_recorded_incident_is_diagnosed_as_it_was_live(path):
+    recorded = recording(path)
+    diagnosis = Diagnoser(Backends(replaying(recorded["exchanges"]))).diagnose(recorded["window_s"], recorded["end"])
+    # Every request was one the recording answered; a backend that was down while recording is named.
+    assert set(diagnosis.unavailable) == {e["backend"] for e in recorded["exchanges"] if "error" in e}
+    expected = recorded["expected"]
+    if expected is None:
+        assert diagnosis.status == "healthy" and diagnosis.culprit is None
+        return
+    assert diagnosis.culprit is not None and diagnosis.culprit.service == expected["service"]
+    if expected["operation"] is not None:
+        assert diagnosis.culprit.operation == expected["operation"]
+    assert {e.signal for e in diagnosis.evidence} == {"metrics", "traces", "logs"} or expected["service"] in {
+        e.summary.split()[0].rstrip(":") for e in diagnosis.evidence
+    }
+
+
+LABEL_MAPS = ("stream", "metric")  # label name -> value: which names appear depends on the data, not the API
+
+
+def shape(value: Any, key: str = "") -> Any:
+    """A JSON value's structure: keys and types, lists as the union of their items' shapes."""
+    if isinstance(value, dict) and key in LABEL_MAPS:
+        return {"<label>": _merge_all(shape(item) for item in value.values())}
+    if isinstance(value, dict):
+        return {name: shape(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        merged: dict[str, Any] = {}
+        for item in value:
+            merged = _merge(merged, {"item": shape(item, key)})
+        return [merged.get("item")]
+    return type(value).__name__
+
+
+def _merge(left: Any, right: Any) -> Any:
+    if isinstance(left, list) and isinstance(right, list):
+        return [_merge(left[0], right[0])]
+    if isinstance(left, dict) and isinstance(right, dict):
+        return {key: _merge(left.get(key), right.get(key)) if key in left else right[key] for key in {*left, *right}}
+    return right if left is None else left
+
+
+def fits(double: Any, real: Any, where: str = "") -> list[str]:
+    """Every key and type the double produces, the real backend produced too (int and float are both numbers)."""
+    numbers = {"int", "float"}
+    if isinstance(double, dict):
+        if not isinstance(real, dict):
+            return [f"{where}: object where the real one has {real}"]
+        return [
+            p
+            for key, item in double.items()
+            for p in (
+                fits(item, real[key], f"{where}.{key}") if key in real else [f"{where}.{key}: not in the real answer"]
+            )
+        ]
+    if isinstance(double, list):
+        if not isinstance(real, list):
+            return [f"{where}: list where the real one has {real}"]
+        return fits(double[0], real[0], f"{where}[]") if double[0] is not None and real[0] is not None else []
+    if double != real and not {double, real} <= numbers:
+        return [f"{where}: {double} where the real one has {real}"]
+    return []
+
+
+def _merge_all(shapes: Any) -> Any:
+    merged: Any = None
+    for item in shapes:
+        merged = item if merged is None else _merge(merged, item)
+    return merged
+
+
+def real_answers(predicate) -> Any:
+    """The merged shape of every recorded answer the predicate picks."""
+    bodies = [e["body"] for path in RECORDINGS for e in recording(path)["exchanges"] if e.get("body") and predicate(e)]
+    assert bodies, "no such answer was recorded"
+    return _merge_all(shape(body) for body in bodies)
+
+
+@pytest.fixture
+def collected():
+    """An OTLP test receiver (not listening) holding a two-span trace and two log records, as the shop exports
+    them."""
+    receiver = OtlpReceiver()
+    resource = {"service.namespace": "shop", "service.instance.id": "i-1"}
+    trace, root, child, now = "0" + "ab" * 15 + "c", "1" * 16, "2" * 16, time.time_ns()
+    receiver.spans += [
+        OtlpSpan("checkout", "POST /orders", trace, root, "", 2, 2, now, now + 9 * MS, {"http.route": "/orders"}),
+        OtlpSpan("checkout", "POST", trace, child, root, 3, 0, now + MS, now + 8 * MS, {"http.status_code": 502}),
+    ]
+    slow = {"operation": "orders.list_by_user", "duration_ms": 61.5}
+    receiver.logs += [
+        OtlpLog("checkout", "slow_query", "WARN", trace, root, slow, now, resource),
+        OtlpLog("checkout", "order_failed", "ERROR", trace, root, {"order_id": "x"}, now + MS, resource),
+    ]
+    yield receiver, trace, now
+    receiver.stop()
+
+
+def test_the_tempo_double_answers_in_the_shapes_tempo_does(collected):
+    receiver, trace, now = collected
+    traces = real_answers(lambda e: "/api/v2/traces/" in e["path"])
+    assert fits(shape(trace_json(receiver.spans_of(trace))), traces) == []
+    searched = shape(json.loads((FIXTURES / "tempo-search.json").read_text()))
+    assert fits(shape(double_search(receiver, "{ status = error }", 0, now / 1e9 + 1, 5)), searched) == []
+
+
+def test_the_loki_double_answers_in_the_shapes_loki_does(collected):
+    receiver, _trace, now = collected
+    second = 10**9
+    selector = '{service_name="checkout"} | severity_text=~"(?i)warn.*|error"'
+    logs = query_range(receiver, selector, now - second, now + second, 9)
+    assert len(logs["data"]["result"]) == 2
+    assert fits(shape(logs), real_answers(lambda e: e["path"].endswith("/query_range"))) == []
+    count = 'sum by (service_name) (count_over_time({service_namespace="shop"} |= "slow" [60s]))'
+    counts = instant_query(receiver, count, now + second)
+    assert counts["data"]["result"][0]["value"][1] == "1"
+    assert fits(shape(counts), real_answers(lambda e: e["path"].endswith("/query"))) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,45 @@ def http_transport(urls: Mapping[str, str], timeout_s: float) -> Transport:
             raise BackendError(backend, f"{path} answered something that is not JSON") from None
 
     return get
+
+
+def recording(transport: Transport, exchanges: list[dict[str, Any]]) -> Transport:
+    """The same transport, keeping every request and its answer (or failure) in `exchanges`: how test fixtures
+    are recorded from the real backends (bench/diagnosis.py --save-responses)."""
+    lock = threading.Lock()
+
+    def get(backend: str, path: str, params: Mapping[str, str]) -> Any:
+        exchange: dict[str, Any] = {"backend": backend, "path": path, "params": dict(params)}
+        try:
+            exchange["body"] = transport(backend, path, params)
+        except BackendError as exc:
+            exchange["error"] = exc.reason
+            raise
+        finally:
+            with lock:
+                exchanges.append(exchange)
+        return exchange["body"]
+
+    return get
+
+
+def replaying(exchanges: list[dict[str, Any]]) -> Transport:
+    """Answers exactly what was recorded; anything else fails like an unreachable backend, naming the request."""
+    recorded = {_exchange_key(e["backend"], e["path"], e["params"]): e for e in exchanges}
+
+    def get(backend: str, path: str, params: Mapping[str, str]) -> Any:
+        exchange = recorded.get(_exchange_key(backend, path, params))
+        if exchange is None:
+            raise BackendError(backend, f"not recorded: {path} {dict(params)}")
+        if "error" in exchange:
+            raise BackendError(backend, exchange["error"])
+        return exchange["body"]
+
+    return get
+
+
+def _exchange_key(backend: str, path: str, params: Mapping[str, str]) -> str:
+    return json.dumps([backend, path, sorted(params.items())])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def _clock(moment: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(moment))
 
 
-def render(diagnosis: Diagnosis, verbose_links: bool = True) -> str:
+def render(diagnosis: Diagnosis) -> str:
     lines = []
     window = (
         f"{_clock(diagnosis.start)}-{_clock(diagnosis.end)} against the {int(diagnosis.end - diagnosis.start)} s before"
@@ -29,8 +29,8 @@ def render(diagnosis: Diagnosis, verbose_links: bool = True) -> str:
     elif culprit is None:
         lines.append(f"HEALTHY  nothing stands out in {window}{partial}")
     else:
-        operation = f" {culprit.operation}" if culprit.operation else ""
-        lines.append(f"INCIDENT  {culprit.symptom} in {culprit.service}{operation}{partial}")
+        where = f" {culprit.operation}" if culprit.operation else ""
+        lines.append(f"INCIDENT  {culprit.symptom} in {culprit.service}{where}{partial}")
         lines.append(
             f"  culprit     {culprit.service}  operation: {culprit.operation or '-'}  symptom: {culprit.symptom}"
         )
@@ -39,21 +39,24 @@ def render(diagnosis: Diagnosis, verbose_links: bool = True) -> str:
             f"{c.service}{' ' + c.operation if c.operation else ''} {c.score:.2f}" for c in diagnosis.candidates
         )
         lines.append(f"  candidates  {ranked}")
+    operation = culprit.operation if culprit else None
     for signal, title in SIGNAL_TITLES.items():
-        shown = [e for e in diagnosis.evidence if e.signal == signal]
+        # What names the culprit's operation first; the rest (victims, side effects) after it.
+        shown = sorted(
+            (e for e in diagnosis.evidence if e.signal == signal),
+            key=lambda e: not (operation and operation in e.summary),
+        )
         if not shown:
             continue
         lines.append("")
-        lines.append(title)
+        lines.append(f"{title}    open in Grafana: {shown[0].link}")
         for evidence in shown[:4]:
             lines.append(f"  - {evidence.summary}")
-            lines.append(f"      query: {evidence.query}")
+            lines.append(f"      {evidence.query}")
             if evidence.trace_ids:
                 lines.append(f"      traces: {', '.join(evidence.trace_ids)}")
             for line in evidence.lines:
                 lines.append(f"      log: {line}")
-            if verbose_links:
-                lines.append(f"      open: {evidence.link}")
     lines.append("")
     lines.append(f"diagnosed in {diagnosis.seconds_taken:.1f} s")
     return "\n".join(lines)

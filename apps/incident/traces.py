@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 _HEX = re.compile(r"[0-9a-fA-F]{1,32}")
 _KINDS = {
@@ -38,9 +39,13 @@ class Span:
 
     @property
     def peer(self) -> str:
-        """host:port a client span called ('' when it says nothing), to name a callee that never answered."""
-        host = self.attributes.get("server.address") or self.attributes.get("net.peer.name") or ""
-        port = self.attributes.get("server.port") or self.attributes.get("net.peer.port") or ""
+        """host:port a client span called ('' when it says nothing), to name a callee that never answered.
+        The requests instrumentation writes the old `http.url`; newer ones `url.full` or `server.*`."""
+        url = self.attributes.get("url.full") or self.attributes.get("http.url")
+        if url:
+            return urlsplit(str(url)).netloc
+        host = self.attributes.get("server.address") or self.attributes.get("net.peer.name")
+        port = self.attributes.get("server.port") or self.attributes.get("net.peer.port")
         return f"{host}:{port}" if host else ""
 
 
