@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis clean
+.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis bench-detection clean
 
 help:
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
@@ -13,7 +13,8 @@ help:
 	@echo "               SHAPE=PeakHourShape (default), Steady or Spike; LOCUST_ARGS for more, e.g. \"-u 20 -t 10m\""
 	@echo "make peak-hour the compose lab's Locust (:8089) runs PeakHourShape now; make steady goes back"
 	@echo "make bench     the native shop's capacity and Locust's CPU per request vs bench/baseline.json (minutes)"
-	@echo "make bench-diagnosis  shoplab diagnose's accuracy and speed on every drill, under traffic (about 25 min)"
+	@echo "make bench-diagnosis  shoplab diagnose's accuracy and speed on every drill, under traffic (about 30 min)"
+	@echo "make bench-detection  time to alert and who is paged for every drill, then a healthy peak hour (about 70 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
 # The project itself is installed editable: apps/ on the path for tests and benchmarks, and .venv/bin/shoplab.
@@ -64,6 +65,9 @@ bench: $(BIN)/.installed
 
 bench-diagnosis: $(BIN)/.installed
 	$(BIN)/python bench/diagnosis.py $(BENCH_ARGS)
+
+bench-detection: $(BIN)/.installed
+	$(BIN)/python bench/detection.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

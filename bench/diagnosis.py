@@ -29,15 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the OTLP receiver, the backend doubles and the Prometheus launcher
 
 from backend_doubles import BackendDouble  # noqa: E402
 from incident.backends import Backends, http_transport, recording  # noqa: E402
 from incident.diagnosis import Diagnoser, Diagnosis  # noqa: E402
-from incident.drills import Drill, Traffic, catalogue  # noqa: E402
+from incident.drills import Drill, SupervisedShop, Traffic, catalogue  # noqa: E402
 from otlp_receiver import OtlpReceiver  # noqa: E402
 from prom import Prometheus  # noqa: E402
 from shoplib.supervisor import Supervisor, poll_until  # noqa: E402
@@ -53,22 +51,6 @@ class Run:
     operation_ok: bool | None  # None where the drill names no operation
     seconds: float
     named: str
-
-
-class BenchTarget:
-    """incident.drills.Target for the bench's shop."""
-
-    def __init__(self, shop: Supervisor) -> None:
-        self.shop = shop
-        self.urls = shop.urls
-        self.data_dir = shop.data_dir
-
-    def process_group(self, service: str) -> int:
-        return self.shop.processes[service].pid
-
-    def admin_token(self) -> str:
-        credentials = {"username": "admin", "password": "admin-pass"}
-        return str(requests.post(f"{self.urls['auth']}/login", json=credentials, timeout=10).json()["access_token"])
 
 
 def judge(drill: Drill | None, diagnosis: Diagnosis) -> Run:
@@ -114,7 +96,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Run]:
         poll_until(lambda: prometheus.targets_up("shop"), 60, 0.5, "Prometheus to scrape the shop")
         traffic = Traffic(shop.urls, customers=args.customers).start()
         stack.callback(traffic.stop)
-        target = BenchTarget(shop)
+        target = SupervisedShop(shop)
         print(f"native shop, Debian's Prometheus {prometheus.url}, {described}; {args.customers} customers", flush=True)
         time.sleep(2 * args.window)
         plan: list[Drill | None] = [None] * args.healthy + drills * args.repeat

@@ -92,6 +92,7 @@ def metric_names(promql: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}", "", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
     text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\boffset\s+\w+", "", text)
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         token = match.group(0)

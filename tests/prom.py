@@ -1,4 +1,4 @@
-"""The real Prometheus from Debian's package, started on the project's own prometheus.yml and rules."""
+"""The real Prometheus and Alertmanager from Debian's packages, started on the project's own configuration."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def binary(name: str) -> str:
     return path
 
 
-def native_config(ports: Mapping[str, int], own_address: str) -> dict[str, Any]:
+def native_config(ports: Mapping[str, int], own_address: str, alertmanager: str | None = None) -> dict[str, Any]:
     """prometheus.yml with only addresses changed: shop targets to the native services, its own to where it
     listens, rule files to the repo's, and no Alertmanager. Tempo, Loki and Grafana stay
     as they are: nothing answers there natively, so their targets are down."""
@@ -43,7 +43,8 @@ def native_config(ports: Mapping[str, int], own_address: str) -> dict[str, Any]:
         for group in job.get("static_configs", []):
             group["targets"] = [_native(target, ports, own_address) for target in group["targets"]]
     config["rule_files"] = [str(PROMETHEUS_DIR / "rules" / Path(pattern).name) for pattern in config["rule_files"]]
-    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = []  # none runs beside it
+    # None runs beside it, unless one is given (host:port).
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [alertmanager] if alertmanager else []
     return dict(config)
 
 
@@ -57,11 +58,11 @@ def _native(target: str, ports: Mapping[str, int], own_address: str) -> str:
 class Prometheus:
     """Debian's Prometheus on the project's configuration, pointed at a running native shop (its ports)."""
 
-    def __init__(self, workdir: Path, ports: Mapping[str, int]) -> None:
+    def __init__(self, workdir: Path, ports: Mapping[str, int], alertmanager: str | None = None) -> None:
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(native_config(ports, f"127.0.0.1:{self.port}")))
+        self.config_path.write_text(yaml.safe_dump(native_config(ports, f"127.0.0.1:{self.port}", alertmanager)))
         self.log_path = workdir / "prometheus.log"
         self.args = [
             binary("prometheus"),
@@ -106,3 +107,40 @@ class Prometheus:
 
     def targets_up(self, job: str) -> bool:
         return bool(self.query(f'up{{job="{job}"}} == 1')) and not self.query(f'up{{job="{job}"}} == 0')
+
+
+class Alertmanager:
+    """Debian's Alertmanager on the project's alertmanager.yml, its one receiver pointed at `webhook_url`."""
+
+    def __init__(self, workdir: Path, webhook_url: str) -> None:
+        config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
+        config["receivers"][0]["webhook_configs"][0]["url"] = webhook_url  # only the address changes
+        self.config_path = workdir / "alertmanager.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        (self.port,) = free_ports(1)
+        self.address = f"127.0.0.1:{self.port}"
+        self.api = f"http://{self.address}/api/v2/alerts"
+        self.args = [
+            binary("prometheus-alertmanager"),
+            f"--config.file={self.config_path}",
+            f"--storage.path={workdir / 'alertmanager-data'}",
+            f"--web.listen-address={self.address}",
+            "--cluster.listen-address=",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Alertmanager:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poll_until(self._ready, timeout=30, what="Alertmanager to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"http://{self.address}/-/ready", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -13,7 +13,7 @@ import pytest
 import requests
 import yaml
 
-from prom import binary
+from prom import Alertmanager
 from shop import REPO, poll_until
 from shoplib.supervisor import free_ports
 
@@ -43,7 +43,8 @@ def _answers(url):
 
 
 def _lines(log):
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    """The sink's complete lines (one may be half-written while we read)."""
+    return [json.loads(line) for line in log.read_text().split("\n")[:-1]]
 
 
 def test_the_sink_logs_each_alert_and_rejects_what_is_not_a_webhook(sink):
@@ -80,45 +81,78 @@ def test_a_bad_port_is_a_clear_error():
     assert result.returncode == 2 and "PORT must be a port number" in result.stderr
 
 
-def test_alertmanager_routes_an_alert_to_the_sink_and_its_resolution_too(sink, tmp_path):
-    url, log = sink
-    config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
-    config["receivers"][0]["webhook_configs"][0]["url"] = f"{url}/alerts"  # only the address changes
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    (port,) = free_ports(1)
-    alertmanager = subprocess.Popen(
-        [
-            binary("prometheus-alertmanager"),
-            f"--config.file={tmp_path / 'alertmanager.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+@pytest.fixture
+def alertmanager(sink, tmp_path):
+    """The real Alertmanager on the project's alertmanager.yml, delivering to the sink; yields its v2 alerts API."""
+    url, _log = sink
+    running = Alertmanager(tmp_path, f"{url}/alerts").start()
+    yield running.api
+    running.stop()
+
+
+def test_alertmanager_routes_an_alert_to_the_sink_and_its_resolution_too(sink, alertmanager):
+    _url, log = sink
+    now = datetime.now(UTC)
+    alert = {
+        "labels": {"alertname": "PaymentErrorsSpike", "service": "payment", "severity": "page"},
+        "annotations": {"summary": "payment: 0.42 payment errors per second"},
+        "startsAt": now.isoformat(),
+    }
+    assert requests.post(alertmanager, json=[alert], timeout=5).ok
+    poll_until(
+        lambda: [e for e in _lines(log) if e.get("status") == "firing"],
+        timeout=30,
+        what="the firing alert at the sink (group_wait is 10 s)",
     )
-    api = f"http://127.0.0.1:{port}/api/v2/alerts"
-    try:
-        poll_until(lambda: _answers(f"http://127.0.0.1:{port}/-/ready"), what="Alertmanager")
-        now = datetime.now(UTC)
-        alert = {
-            "labels": {"alertname": "PaymentErrorsSpike", "service": "payment", "severity": "page"},
-            "annotations": {"summary": "payment: 0.42 payment errors per second"},
-            "startsAt": now.isoformat(),
-        }
-        assert requests.post(api, json=[alert], timeout=5).ok
-        poll_until(
-            lambda: [e for e in _lines(log) if e.get("status") == "firing"],
-            timeout=30,
-            what="the firing alert at the sink (group_wait is 10 s)",
-        )
-        assert requests.post(api, json=[{**alert, "endsAt": (now + timedelta(seconds=1)).isoformat()}], timeout=5).ok
-        resolved = poll_until(
-            lambda: [e for e in _lines(log) if e.get("status") == "resolved"],
-            timeout=60,
-            what="the resolution at the sink (group_interval is 30 s)",
-        )
-        assert resolved[0]["alertname"] == "PaymentErrorsSpike" and resolved[0]["receiver"] == "alert-sink"
-    finally:
-        alertmanager.terminate()
-        alertmanager.wait(timeout=10)
+    assert requests.post(
+        alertmanager, json=[{**alert, "endsAt": (now + timedelta(seconds=1)).isoformat()}], timeout=5
+    ).ok
+    resolved = poll_until(
+        lambda: [e for e in _lines(log) if e.get("status") == "resolved"],
+        timeout=60,
+        what="the resolution at the sink (group_interval is 30 s)",
+    )
+    assert resolved[0]["alertname"] == "PaymentErrorsSpike" and resolved[0]["receiver"] == "alert-sink"
+
+
+def page(alertname, service, **labels):
+    return {
+        "labels": {"alertname": alertname, "service": service, "severity": "page", **labels},
+        "annotations": {"summary": f"{service}: {alertname}"},
+        "startsAt": datetime.now(UTC).isoformat(),
+    }
+
+
+def test_a_dependency_that_pages_holds_back_checkouts_symptoms_but_not_its_slo(sink, alertmanager):
+    """Page the culprit, not the victims: payment's alert goes out; checkout's slowness on the same route it
+    calls payment from is held back; checkout's error-budget burn still goes out."""
+    _url, log = sink
+    culprit = page("RouteSlowerThanUsual", "payment", method="POST", route="/payments")
+    victim = page("RouteSlowerThanUsual", "checkout", method="POST", route="/orders")
+    budget = page("CheckoutLatencyBudgetBurn", "checkout", window="1h")
+    assert requests.post(alertmanager, json=[culprit, victim, budget], timeout=5).ok
+
+    def sent():
+        return {(e["alertname"], e["labels"]["service"]) for e in _lines(log) if e.get("status") == "firing"}
+
+    poll_until(
+        lambda: sent() >= {("RouteSlowerThanUsual", "payment"), ("CheckoutLatencyBudgetBurn", "checkout")},
+        timeout=40,
+        what="the culprit's page and checkout's budget burn at the sink",
+    )
+    assert ("RouteSlowerThanUsual", "checkout") not in sent()
+    held = requests.get(alertmanager, params={"filter": 'service="checkout"', "inhibited": "true"}, timeout=5).json()
+    states = {a["labels"]["alertname"]: a["status"] for a in held}
+    assert states["RouteSlowerThanUsual"]["state"] == "suppressed" and states["RouteSlowerThanUsual"]["inhibitedBy"]
+    assert states["CheckoutLatencyBudgetBurn"]["state"] == "active"
+
+
+def test_checkouts_dependencies_in_the_inhibit_rule_are_the_ones_compose_wires():
+    (rule,) = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())["inhibit_rules"]
+    wired = {
+        name.removesuffix("_URL").lower()
+        for name in yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["checkout"]["environment"]
+        if name.endswith("_URL") and name.removesuffix("_URL") in ("AUTH", "CATALOG", "PAYMENT")
+    }
+    assert rule["source_matchers"][0] == f'service=~"{"|".join(sorted(wired))}"'
+    assert rule["target_matchers"][0] == 'service="checkout"'

@@ -2,16 +2,20 @@
 what the diagnosis tests and benchmark (and, later, the scenarios) break the shop with.
 
 Two kinds: the shop's own faults (through /admin/faults), and incidents from outside that the shop knows
-nothing about (a process stopped and resumed with SIGSTOP/SIGCONT, another process holding a service's
-SQLite write lock). Diagnosis never imports this module: it must find these from symptoms alone.
+nothing about (a process stopped and resumed with SIGSTOP/SIGCONT, another process holding a service's SQLite
+write lock or dropping one of its indexes, a CPU taken away by a noisy neighbour). Diagnosis never imports
+this module: it must find these from symptoms alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import requests
+
+from shoplib.supervisor import Supervisor
 
 Undo = Callable[[], None]
 GOOD_CARD = {"number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
@@ -38,6 +44,31 @@ class Target(Protocol):
     def process_group(self, service: str) -> int: ...
 
     def admin_token(self) -> str: ...
+
+
+class SupervisedShop:
+    """A native shop started by shoplib's Supervisor, as a drill target (the benchmarks' shop)."""
+
+    def __init__(self, shop: Supervisor, admin_password: str = "admin-pass") -> None:
+        self.shop = shop
+        self.admin_password = admin_password
+
+    @property
+    def urls(self) -> Mapping[str, str]:
+        return self.shop.urls
+
+    @property
+    def data_dir(self) -> Path:
+        return self.shop.data_dir
+
+    def process_group(self, service: str) -> int:
+        return self.shop.processes[service].pid  # each service leads its own session
+
+    def admin_token(self) -> str:
+        credentials = {"username": "admin", "password": self.admin_password}
+        response = requests.post(f"{self.urls['auth']}/login", json=credentials, timeout=10)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,83 @@ def hold_write_lock(service: str, held_s: float = 1.5, free_s: float = 0.2) -> C
     return inject
 
 
+def _tasks_of_group(group: int) -> list[int]:
+    """Every thread of every process in a process group (affinity and priority are per thread on Linux)."""
+    tasks = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:  # pgrp: the fields after ") state ppid pgrp"
+                tasks += [int(task.name) for task in (entry / "task").iterdir()]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return tasks
+
+
+def starve_cpu(service: str, burners: int = 2) -> Callable[[Target], Undo]:
+    """Squeeze the service onto one core at the lowest priority, beside processes that burn that core: a noisy
+    neighbour taking the CPU away."""
+
+    def inject(target: Target) -> Undo:
+        core = min(os.sched_getaffinity(0))
+        group = target.process_group(service)
+        tasks = _tasks_of_group(group)
+        saved = {task: (os.sched_getaffinity(task), os.getpriority(os.PRIO_PROCESS, task)) for task in tasks}
+        for task in tasks:
+            os.sched_setaffinity(task, {core})
+            os.setpriority(os.PRIO_PROCESS, task, 19)
+        # With the kernel's autogroups, CPU is shared between sessions first and nice counts only inside one:
+        # lower the service's whole session too, and give each hog a session of its own.
+        autogroup_nice = _set_autogroup_nice(group, 19)
+        burn = f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"
+        hogs = [subprocess.Popen([sys.executable, "-c", burn], start_new_session=True) for _ in range(burners)]
+
+        def undo() -> None:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+            if autogroup_nice is not None:
+                _set_autogroup_nice(group, autogroup_nice)
+            for task, (affinity, priority) in saved.items():
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(task, affinity)
+                    os.setpriority(os.PRIO_PROCESS, task, priority)
+
+        return undo
+
+    return inject
+
+
+def _set_autogroup_nice(pid: int, nice: int) -> int | None:
+    """Set the nice value of the autogroup (session) `pid` belongs to; the previous value, or None where the
+    kernel has no autogroups."""
+    path = Path(f"/proc/{pid}/autogroup")
+    try:
+        previous = int(path.read_text().split("nice")[1])
+        path.write_text(str(nice))
+    except (OSError, IndexError, ValueError):
+        return None
+    return previous
+
+
+def alter_database(service: str, change: str, restore: str) -> Callable[[Target], Undo]:
+    """Another process changes the service's schema behind its back (and puts it back on undo)."""
+
+    def inject(target: Target) -> Undo:
+        path = target.data_dir / service / f"{service}.db"
+
+        def run(statement: str) -> None:
+            with contextlib.closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as conn:
+                conn.execute(statement)
+
+        run(change)
+        return lambda: run(restore)
+
+    return inject
+
+
 def catalogue() -> list[Drill]:
     """Every fault the shop offers, on every service it exists on, and incidents from outside."""
     drills = []
@@ -144,6 +252,18 @@ def catalogue() -> list[Drill]:
         Drill("stalled-payment", "payment", None, stall_process("payment"), outside=True),
         Drill("stalled-catalog", "catalog", None, stall_process("catalog"), outside=True),
         Drill("locked-checkout-db", "checkout", None, hold_write_lock("checkout"), outside=True),
+        Drill("starved-auth", "auth", None, starve_cpu("auth"), outside=True),
+        Drill(
+            "dropped-index-outside",
+            "checkout",
+            "orders.list_by_user",
+            alter_database(
+                "checkout",
+                "DROP INDEX IF EXISTS idx_orders_user_id",
+                "CREATE INDEX IF NOT EXISTS idx_orders_user_id ON orders (user_id, created_at)",
+            ),
+            outside=True,
+        ),
     ]
     return drills
 
