@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from incident.drills import SupervisedShop
 from shoplib import supervisor
 from shoplib.services import SERVICES
 from shoplib.supervisor import Supervisor
@@ -49,15 +50,16 @@ def python(
     )
 
 
-class ShopUnderTest:
+class ShopUnderTest(SupervisedShop):
     """A native shop (shoplib's Supervisor: free ports, data in `workdir`) with its stdout kept for log
-    assertions, and the shop's API as a client uses it."""
+    assertions, and the shop's API as a client uses it. Drills take it as their target."""
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None, services: tuple[str, ...] = SERVICES):
+        super().__init__(Supervisor(workdir / "data", services=services, environ={**os.environ, **(env or {})}))
         self.workdir = workdir
         self.stdout_path = workdir / "shop.stdout"
         self.stderr_path = workdir / "shop.stderr"
-        self.supervisor = Supervisor(workdir / "data", services=services, environ={**os.environ, **(env or {})})
+        self.supervisor = self.shop
         self.ports = self.supervisor.ports
         self.session = requests.Session()
 
@@ -72,22 +74,6 @@ class ShopUnderTest:
 
     def stop(self) -> int:
         return self.supervisor.stop()
-
-    # --- what incident drills need (incident.drills.Target) ---
-
-    @property
-    def urls(self) -> dict[str, str]:
-        return self.supervisor.urls
-
-    @property
-    def data_dir(self) -> Path:
-        return self.supervisor.data_dir
-
-    def process_group(self, service: str) -> int:
-        return self.supervisor.processes[service].pid  # each service leads its own session
-
-    def admin_token(self) -> str:
-        return self.login("admin")
 
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"

@@ -52,6 +52,16 @@ def test_a_healthy_shop_under_traffic_is_healthy(backends, traffic):
     assert traffic.requests > 100 and traffic.failures == 0
 
 
+def test_the_gate_passes_the_healthy_shop_and_fails_it_on_a_tighter_budget(backends, traffic):
+    window = ("--window", f"{WINDOW_S}s")
+    passed = python("-m", "incident.cli", "gate", *window, env=backends)
+    assert passed.returncode == 0 and passed.stdout.startswith("gate passed"), passed.stdout + passed.stderr
+    failed = python("-m", "incident.cli", "gate", *window, "--p95", "1ms", env=backends)
+    assert failed.returncode == 1 and failed.stdout.startswith("gate FAILED"), failed.stdout + failed.stderr
+    assert "checkout: p95" in failed.stdout and "> 0.001 s" in failed.stdout
+    assert "HEALTHY" in failed.stdout  # the diagnosis printed with it: slow for the budget, not an incident
+
+
 @pytest.mark.parametrize("drill", catalogue(), ids=lambda drill: drill.name)
 def test_the_culprit_is_named(backends, traffic, shop, clean_faults, drill: Drill):
     time.sleep(SETTLE_S + WINDOW_S)  # a clean baseline

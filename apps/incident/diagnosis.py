@@ -301,8 +301,8 @@ class Diagnoser:
         return [e for e in exemplars if e.timestamp >= start], [e for e in exemplars if e.timestamp < start]
 
     def _searched_traces(self, found: _Findings) -> tuple[list[str], list[str], list[str], list[str]]:
-        start, end = found.start, found.end
         """Without Prometheus: failing and slow server spans from Tempo's search, ordinary ones before."""
+        start, end = found.start, found.end
 
         def search(query: str, since: float, until: float) -> list[str]:
             ids = self._attempt(found, "tempo", lambda: self.backends.search(query, since, until, TRACES_PER_SIDE))
