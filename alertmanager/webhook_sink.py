@@ -10,15 +10,23 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_BODY = 1024 * 1024
 
 
+_stdout = threading.Lock()
+
+
 def log(message: str, **fields: object) -> None:
+    """One JSON line per call, whole: webhooks arrive on concurrent threads, and print() writes the text and
+    its newline separately, so two lines could interleave."""
     line = {"timestamp": datetime.now(UTC).isoformat(), "level": "INFO", "service": "alert-sink", "message": message}
-    print(json.dumps({**line, **fields}), flush=True)
+    with _stdout:
+        sys.stdout.write(json.dumps({**line, **fields}) + "\n")
+        sys.stdout.flush()
 
 
 class Handler(BaseHTTPRequestHandler):
