@@ -56,12 +56,13 @@ class Detection:
 
 
 def shop_alerts(prometheus: str) -> list[dict[str, str]]:
-    """Firing alerts about a shop service (their labels, with activeAt)."""
+    """Firing pages about a shop service (their labels, with activeAt). Tickets (the slow-burn SLO alerts, which
+    by design keep firing for hours after an incident) are not what wakes someone up, and are left out."""
     alerts = requests.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
     return [
         {**a["labels"], "activeAt": a["activeAt"]}
         for a in alerts
-        if a["state"] == "firing" and a["labels"].get("service") in SERVICES
+        if a["state"] == "firing" and a["labels"].get("service") in SERVICES and a["labels"].get("severity") == "page"
     ]
 
 
