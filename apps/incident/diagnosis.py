@@ -490,18 +490,10 @@ def _worst(
 
 def _confidence(culprit: Candidate | None, found: _Findings) -> float:
     """How sure: the culprit's share of the blame, and how many of the readable signals point at it."""
-    readable = [
-        s
-        for s, backend in (("metrics", "prometheus"), ("traces", "tempo"), ("logs", "loki"))
-        if backend not in found.unavailable
-    ]
+    readable = [signal for signal, backend in BACKENDS.items() if backend not in found.unavailable]
     if culprit is None:
-        return round(len(readable) / 3, 2)
-    agreeing = {
-        e.signal
-        for e in found.evidence
-        if e.summary.startswith(culprit.service + " ") or e.summary.startswith(culprit.service + ":")
-    }
+        return round(len(readable) / len(BACKENDS), 2)
+    agreeing = {e.signal for e in found.evidence if _about(e, culprit.service)}
     return round(0.5 * culprit.score + 0.5 * len(agreeing & set(readable)) / max(1, len(readable)), 2)
 
 
