@@ -123,28 +123,40 @@ def page(alertname, service, **labels):
     }
 
 
-def test_a_dependency_that_pages_holds_back_checkouts_symptoms_but_not_its_slo(sink, alertmanager):
-    """Page the culprit, not the victims: payment's alert goes out; checkout's slowness on the same route it
-    calls payment from is held back; checkout's error-budget burn still goes out."""
+def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_ticket(sink, alertmanager):
+    """Page the culprit, not the victims: payment's alert goes out; checkout's slowness on the route it calls
+    payment from and the fast budget burn it causes are held back; the slow-burn ticket still goes out."""
     _url, log = sink
     culprit = page("RouteSlowerThanUsual", "payment", method="POST", route="/payments")
     victim = page("RouteSlowerThanUsual", "checkout", method="POST", route="/orders")
-    budget = page("CheckoutLatencyBudgetBurn", "checkout", window="1h")
-    assert requests.post(alertmanager, json=[culprit, victim, budget], timeout=5).ok
+    fast_burn = page("CheckoutLatencyBudgetBurn", "checkout", long_window="1h")
+    slow_burn = page("CheckoutLatencyBudgetBurn", "checkout", long_window="6h")
+    slow_burn["labels"]["severity"] = "ticket"
+    assert requests.post(alertmanager, json=[culprit, victim, fast_burn, slow_burn], timeout=5).ok
 
     def sent():
-        return {(e["alertname"], e["labels"]["service"]) for e in _lines(log) if e.get("status") == "firing"}
+        return {
+            (e["alertname"], e["labels"]["service"], e["labels"]["severity"])
+            for e in _lines(log)
+            if e.get("status") == "firing"
+        }
 
     poll_until(
-        lambda: sent() >= {("RouteSlowerThanUsual", "payment"), ("CheckoutLatencyBudgetBurn", "checkout")},
+        lambda: sent() >= {
+            ("RouteSlowerThanUsual", "payment", "page"),
+            ("CheckoutLatencyBudgetBurn", "checkout", "ticket"),
+        },
         timeout=40,
-        what="the culprit's page and checkout's budget burn at the sink",
+        what="the culprit's page and checkout's slow-burn ticket at the sink",
     )
-    assert ("RouteSlowerThanUsual", "checkout") not in sent()
+    assert {(name, sev) for name, service, sev in sent() if service == "checkout"} == {
+        ("CheckoutLatencyBudgetBurn", "ticket")
+    }
     held = requests.get(alertmanager, params={"filter": 'service="checkout"', "inhibited": "true"}, timeout=5).json()
-    states = {a["labels"]["alertname"]: a["status"] for a in held}
-    assert states["RouteSlowerThanUsual"]["state"] == "suppressed" and states["RouteSlowerThanUsual"]["inhibitedBy"]
-    assert states["CheckoutLatencyBudgetBurn"]["state"] == "active"
+    states = {(a["labels"]["alertname"], a["labels"]["severity"]): a["status"] for a in held}
+    for victim_page in (("RouteSlowerThanUsual", "page"), ("CheckoutLatencyBudgetBurn", "page")):
+        assert states[victim_page]["state"] == "suppressed" and states[victim_page]["inhibitedBy"]
+    assert states[("CheckoutLatencyBudgetBurn", "ticket")]["state"] == "active"
 
 
 def test_checkouts_dependencies_in_the_inhibit_rule_are_the_ones_compose_wires():
