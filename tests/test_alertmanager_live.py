@@ -141,11 +141,9 @@ def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_tick
             if e.get("status") == "firing"
         }
 
+    expected = {("RouteSlowerThanUsual", "payment", "page"), ("CheckoutLatencyBudgetBurn", "checkout", "ticket")}
     poll_until(
-        lambda: sent() >= {
-            ("RouteSlowerThanUsual", "payment", "page"),
-            ("CheckoutLatencyBudgetBurn", "checkout", "ticket"),
-        },
+        lambda: sent() >= expected,
         timeout=40,
         what="the culprit's page and checkout's slow-burn ticket at the sink",
     )

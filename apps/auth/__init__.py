@@ -9,6 +9,7 @@ from flask import Flask
 from shoplib.app import init_app, new_app, open_database
 from shoplib.config import Setting, integer, text
 
+from .releases import RELEASES
 from .users import UserStore
 from .views import bp
 
@@ -35,5 +36,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.extensions["auth.users"] = users
     app.register_blueprint(bp)
-    init_app(app, readiness=[("database", db.ping)])
+    init_app(app, db=db, releases=RELEASES, readiness=[("database", db.ping)])
     return app

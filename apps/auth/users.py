@@ -8,6 +8,9 @@ import hmac
 import secrets
 
 from shoplib.db import Database
+from shoplib.releases import setting as release_setting
+
+from .releases import LOGIN_HASH_COST
 
 # scrypt at n=2**14 costs ~50 ms and 16 MiB per check: slow for guessing, fine for a lab's logins.
 _N, _R, _P = 2**14, 8, 1
@@ -22,6 +25,17 @@ def hash_password(password: str) -> str:
 def check_password(password: str, stored: str) -> bool:
     _, n, r, p, salt, digest = stored.split("$")
     candidate = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    cost_factor = int(release_setting(LOGIN_HASH_COST, 1))
+    if cost_factor > 1:  # release 1.3.0 derives the upgraded hash too, and forgets to store it
+        hashlib.scrypt(
+            password.encode(),
+            salt=_unb64(salt),
+            n=int(n) * cost_factor,
+            r=int(r),
+            p=int(p),
+            dklen=32,
+            maxmem=256 * 1024 * 1024,
+        )
     return hmac.compare_digest(candidate, _unb64(digest))
 
 

@@ -9,6 +9,7 @@ from flask import Flask
 from shoplib.app import init_app, new_app, open_database
 from shoplib.config import Setting, integer
 
+from .releases import RELEASES
 from .store import CatalogStore
 from .views import bp
 
@@ -23,5 +24,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     store.seed(app.config["SEED_PRODUCTS"])
     app.extensions["catalog.store"] = store
     app.register_blueprint(bp)
-    init_app(app, readiness=[("database", db.ping)])
+    init_app(app, db=db, releases=RELEASES, readiness=[("database", db.ping)])
     return app

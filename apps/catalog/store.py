@@ -9,8 +9,10 @@ from typing import Any
 from shoplib.db import Database, must_exist, utc_timestamp
 from shoplib.errors import Problem, ValidationFailed
 from shoplib.order_lines import Line
+from shoplib.releases import setting as release_setting
 
 from . import seed
+from .releases import SEARCH_LOADS_EACH_PRODUCT
 
 CURRENCY = "USD"
 
@@ -87,13 +89,30 @@ class CatalogStore:
             where.append("category = ?")
             params.append(category)
         clause = " AND ".join(where)
+        if release_setting(SEARCH_LOADS_EACH_PRODUCT, False):
+            return self._search_one_by_one(clause, params, limit, offset)
         rows = self.db.execute(
             "products.search",
             f"SELECT * FROM products WHERE {clause} ORDER BY id LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        total = self.db.execute("products.search_count", f"SELECT COUNT(*) AS n FROM products WHERE {clause}", params)
-        return [product_json(row) for row in rows], total[0]["n"]
+        return [product_json(row) for row in rows], self._count(clause, params)
+
+    def _search_one_by_one(
+        self, clause: str, params: list[str], limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Release 1.4.0's search: a query for the ids, then one query per product (N+1)."""
+        ids = self.db.execute(
+            "products.search_ids",
+            f"SELECT id FROM products WHERE {clause} ORDER BY id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        items = [product for row in ids if (product := self.get(row["id"])) is not None]
+        return items, self._count(clause, params)
+
+    def _count(self, clause: str, params: list[str]) -> int:
+        rows = self.db.execute("products.search_count", f"SELECT COUNT(*) AS n FROM products WHERE {clause}", params)
+        return int(rows[0]["n"])
 
     def get(self, product_id: int) -> dict[str, Any] | None:
         rows = self.db.execute("products.get", "SELECT * FROM products WHERE id = ?", (product_id,))

@@ -13,6 +13,7 @@ from shoplib.services import native_url
 from .clients import Auth, Downstream
 from .faults import checkout_faults
 from .orders import OrderStore
+from .releases import checkout_releases
 from .views import Dependencies, bp
 
 SETTINGS = (
@@ -41,6 +42,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(bp)
     init_app(
         app,
+        db=db,
+        releases=checkout_releases(orders),
         faults=checkout_faults(db, orders),
         readiness=[
             ("database", db.ping),

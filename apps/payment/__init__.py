@@ -11,6 +11,7 @@ from shoplib.config import Setting, integer
 
 from .faults import payment_faults
 from .gateway import Gateway
+from .releases import RELEASES
 from .store import PaymentStore
 from .views import bp
 
@@ -26,5 +27,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["payment.store"] = store
     app.extensions["payment.gateway"] = gateway
     app.register_blueprint(bp)
-    init_app(app, faults=payment_faults(gateway), readiness=[("database", db.ping)])
+    init_app(app, db=db, releases=RELEASES, faults=payment_faults(gateway), readiness=[("database", db.ping)])
     return app

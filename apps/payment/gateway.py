@@ -28,15 +28,20 @@ class Gateway:
         self.latency_ms = latency_ms
         self.failure_rate = 0.0
 
-    def authorize(self, digits: str, amount_cents: int, currency: str) -> Authorization:
-        """Raises a 502 problem when the gateway fails (a `failure_rate` share of calls)."""
+    def authorize(
+        self, digits: str, amount_cents: int, currency: str, client_failure_rate: float = 0.0
+    ) -> Authorization:
+        """Raises a 502 problem when the gateway fails (a `failure_rate` share of calls) or the release's client
+        loses the call (a `client_failure_rate` share)."""
         with _tracer.start_as_current_span("gateway authorize", kind=trace.SpanKind.CLIENT) as span:
             span.set_attributes({"payment.amount_cents": amount_cents, "payment.currency": currency})
             # Half to one-and-a-half times the configured latency, like a real network hop.
             time.sleep(self.latency_ms * random.uniform(0.5, 1.5) / 1000)
-            if random.random() < self.failure_rate:
+            injected = random.random() < self.failure_rate
+            if injected or random.random() < client_failure_rate:
                 span.set_status(Status(StatusCode.ERROR, "gateway error"))
-                span.set_attribute("shop.fault.injected", "gateway_errors")
+                if injected:
+                    span.set_attribute("shop.fault.injected", "gateway_errors")
                 raise Problem(
                     502,
                     "Payment gateway error",

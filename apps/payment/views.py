@@ -12,12 +12,14 @@ from flask import Blueprint
 
 from shoplib.app import extension
 from shoplib.errors import Problem
+from shoplib.releases import setting as release_setting
 from shoplib.security import require_user
 from shoplib.validation import Fields, json_body
 
 from . import cards
 from .gateway import Gateway
 from .metrics import CAPTURED_AMOUNT, PAYMENT_ERRORS, PAYMENTS
+from .releases import CLIENT_FAILURE_RATE
 from .store import PaymentStore
 
 bp = Blueprint("payment", __name__)
@@ -110,7 +112,9 @@ def create_payment() -> Any:
         "currency": currency,
     }
     try:
-        authorization = _gateway().authorize(digits, amount_cents, currency)
+        authorization = _gateway().authorize(
+            digits, amount_cents, currency, client_failure_rate=release_setting(CLIENT_FAILURE_RATE, 0.0)
+        )
     except Problem:
         _store().abandon(payment["id"])
         PAYMENTS.labels("error").inc()

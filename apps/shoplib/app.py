@@ -1,5 +1,5 @@
 """`new_app` and `init_app`: what every service's app gets the same way — configuration, tracing of its
-requests, RED metrics, faults, errors, health and readiness, and the admin endpoints.
+requests, RED metrics, releases, faults, errors, health and readiness, and the admin endpoints.
 
 Process-wide set-up (logging to stdout, the OpenTelemetry SDK) is not the factory's business: gunicorn's
 post_fork hook does it (shoplib.serve), so building an app changes nothing outside that app."""
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from opentelemetry import trace
 
 from . import metrics
 from .config import Setting
@@ -22,9 +23,10 @@ from .config import load as load_settings
 from .db import Database
 from .errors import Problem, register_error_handlers
 from .faults import Fault, FaultRegistry
+from .releases import VERSION_ATTRIBUTE, Release, Releases, current_version
 from .security import current_principal, require_admin
 from .telemetry import instrument_app
-from .validation import json_body
+from .validation import Fields, json_body
 
 ReadinessCheck = tuple[str, Callable[[], None]]
 T = TypeVar("T")
@@ -42,6 +44,7 @@ class ShopState:
 
     service: str
     faults: FaultRegistry | None = None
+    releases: Releases | None = None
     readiness: tuple[ReadinessCheck, ...] = field(default=())
 
 
@@ -82,8 +85,16 @@ def open_database(app: Flask) -> Database:
     )
 
 
-def init_app(app: Flask, *, faults: Sequence[Fault] = (), readiness: Sequence[ReadinessCheck] = ()) -> None:
-    """Attach the shared behaviour to an app made by `new_app`, once, before it serves.
+def init_app(
+    app: Flask,
+    *,
+    db: Database,
+    releases: Sequence[Release],
+    faults: Sequence[Fault] = (),
+    readiness: Sequence[ReadinessCheck] = (),
+) -> None:
+    """Attach the shared behaviour to an app made by `new_app`, once, before it serves. `releases` are the
+    service's versions, oldest first (see shoplib.releases); their history lives in `db`.
 
     Where the factory calls it among its blueprints does not matter; the order inside does: the
     instrumentor's before_request is registered first, so the request's server span already exists when
@@ -92,6 +103,7 @@ def init_app(app: Flask, *, faults: Sequence[Fault] = (), readiness: Sequence[Re
     instrument_app(app)
     register_error_handlers(app)
     state.faults = FaultRegistry(state.service, faults)
+    state.releases = Releases(state.service, releases, db)
     state.readiness = tuple(readiness)
     app.before_request(_before_request)
     app.after_request(_after_request)
@@ -110,6 +122,13 @@ def _faults() -> FaultRegistry:
     return registry
 
 
+def _releases() -> Releases:
+    releases = _state().releases
+    if releases is None:
+        raise RuntimeError("init_app was not called on this app")
+    return releases
+
+
 def _service() -> str:
     return _state().service
 
@@ -124,6 +143,9 @@ def _before_request() -> None:
         return
     metrics.HTTP_REQUESTS_IN_FLIGHT.labels(_service()).inc()
     g.counted_in_flight = True
+    # The server span started before this hook; the spans after it get the version from ReleaseSpanProcessor.
+    g.release = _releases().choose()
+    trace.get_current_span().set_attribute(VERSION_ATTRIBUTE, g.release.version)
     if not request.path.startswith("/admin/"):
         _faults().inject_into_request()
 
@@ -134,7 +156,8 @@ def _after_request(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     method = request.method if request.method in metrics.KNOWN_METHODS else "OTHER"
-    metrics.HTTP_REQUEST_DURATION.labels(_service(), method, route, str(response.status_code)).observe(
+    version = g.release.version if "release" in g else current_version()
+    metrics.HTTP_REQUEST_DURATION.labels(_service(), method, route, str(response.status_code), version).observe(
         seconds, exemplar=metrics.trace_exemplar()
     )
     _access_log.info(
@@ -153,6 +176,8 @@ def _after_request(response: Response) -> Response:
 def _teardown_request(_exc: BaseException | None) -> None:
     if g.pop("counted_in_flight", False):
         metrics.HTTP_REQUESTS_IN_FLIGHT.labels(_service()).dec()
+    if g.pop("release", None) is not None:
+        Releases.forget()  # worker threads are reused: the next request must not inherit this one's release
 
 
 @infra.get("/healthz")
@@ -204,3 +229,42 @@ def delete_faults() -> Any:
     names = request.args.getlist("fault") or None
     _faults().clear(names, actor=current_principal().sub)
     return _faults_state()
+
+
+def _release_state() -> Any:
+    return jsonify(_releases().describe())
+
+
+@infra.get("/admin/release")
+@require_admin
+def get_release() -> Any:
+    return _release_state()
+
+
+@infra.put("/admin/release")
+@require_admin
+def put_release() -> Any:
+    releases = _releases()
+    version, canary_percent = releases.parse(json_body())
+    releases.deploy(version, canary_percent, actor=current_principal().sub)
+    return _release_state()
+
+
+@infra.post("/admin/release/promote")
+@require_admin
+def promote_release() -> Any:
+    _releases().promote(actor=current_principal().sub)
+    return _release_state()
+
+
+@infra.post("/admin/release/rollback")
+@require_admin
+def rollback_release() -> Any:
+    body = json_body() if request.content_length else {}
+    fields = Fields()
+    reason = fields.string(body, "reason", max_length=500, required=False) or ""
+    for extra in sorted(set(body) - {"reason"}):
+        fields.fail(extra, "unknown field; a rollback takes only an optional reason")
+    fields.raise_if_any()
+    _releases().rollback(actor=current_principal().sub, reason=reason)
+    return _release_state()

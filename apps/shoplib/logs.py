@@ -9,6 +9,8 @@ from typing import Any
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
+from .releases import ReleaseLogFilter
+
 
 class ShopJsonFormatter(JsonFormatter):
     """Adds service and trace context to the JSON line without touching the LogRecord.
@@ -40,6 +42,7 @@ def configure_logging(service: str, level: str) -> None:
     root.setLevel(level.upper())
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(ShopJsonFormatter(service))
+    handler.addFilter(ReleaseLogFilter())
     root.addHandler(handler)
     # werkzeug's dev-server access lines duplicate ours.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -12,8 +12,8 @@ from prometheus_client.exposition import choose_encoder
 
 HTTP_REQUEST_DURATION = Histogram(
     "http_request_duration_seconds",
-    "Time to serve an HTTP request, by route template and status code.",
-    ["service", "method", "route", "status_code"],
+    "Time to serve an HTTP request, by route template, status code and the release (version) that served it.",
+    ["service", "method", "route", "status_code", "version"],
     unit="seconds",
 )
 HTTP_REQUESTS_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served right now.", ["service"])
@@ -26,6 +26,11 @@ DB_QUERY_DURATION = Histogram(
 )
 FAULT_ACTIVE = Gauge(
     "shop_fault_active", "1 while the named fault is injected into the service, else 0.", ["service", "fault"]
+)
+RELEASE_INFO = Gauge(
+    "shop_release_info",
+    "1 for each release serving the service: track is stable, or canary for the share of requests it serves.",
+    ["service", "version", "track"],
 )
 TELEMETRY_EXPORTED = Counter(
     "telemetry_exported_items_total",

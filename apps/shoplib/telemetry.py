@@ -20,9 +20,11 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .metrics import TELEMETRY_EXPORTED
+from .releases import ReleaseLogFilter, ReleaseSpanProcessor
 
 # Infrastructure endpoints are scraped every few seconds; tracing them would drown the shop's traces.
 UNTRACED_URLS = "healthz,readyz,metrics"
@@ -69,8 +71,12 @@ def configure_telemetry(service: str) -> None:
         export_span_processor=lambda exporter: BatchSpanProcessor(counting(exporter, service, "traces")),
         export_log_record_processor=lambda exporter: BatchLogRecordProcessor(counting(exporter, service, "logs")),
     )
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(ReleaseSpanProcessor())  # stamps spans at start; export happens at end
     if os.environ["OTEL_LOGS_EXPORTER"].strip().lower() != "none":
         handler = LoggingHandler(logger_provider=get_logger_provider())
+        handler.addFilter(ReleaseLogFilter())
         # The exporter's own warnings about a down endpoint must not feed back into that endpoint.
         handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
         logging.getLogger().addHandler(handler)
