@@ -74,8 +74,9 @@ def queries(name: str, dashboard: dict[str, Any]) -> Iterator[Query]:
             text = target.get("expr") or target.get("query")
             yield Query(name, panel["title"], language, text, healthy_empty)
     for annotation in dashboard["annotations"]["list"]:
-        if annotation.get("datasource", {}).get("type") == "prometheus":
-            yield Query(name, f"annotation: {annotation['name']}", "promql", annotation["expr"], True)
+        language = LANGUAGES.get(annotation.get("datasource", {}).get("type", ""))
+        if language:
+            yield Query(name, f"annotation: {annotation['name']}", language, annotation["expr"], True)
     for variable in dashboard["templating"]["list"]:
         match = re.fullmatch(r"label_values\((.+), *\w+\)", variable["definition"])
         assert match, f"{name}: variable {variable['name']} is not a label_values() query"
@@ -105,8 +106,38 @@ def metric_names(promql: str) -> set[str]:
 
 
 def substitute(promql: str, values: dict[str, str]) -> str:
-    """What Grafana sends: variables replaced, $__rate_interval a concrete window."""
-    text = promql.replace("$__rate_interval", "1m")
+    """What Grafana sends: variables replaced, $__rate_interval and $__range concrete windows."""
+    text = promql.replace("$__rate_interval", "1m").replace("$__range", "30m")
     for name, value in values.items():
         text = text.replace(f"${name}", value)
     return text
+
+
+def logql_fields(logql: str) -> set[str]:
+    """The labels and structured metadata a LogQL query reads beyond its stream selector: label filters
+    (`| name="..."`) and the fields of its line_format template (`{{.name}}`)."""
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', "".join(logql.split("`")[0::2]))
+    filters = set(re.findall(r"\|\s*(\w+)\s*[=!]~?", outside))
+    actions = re.findall(r"\{\{(.*?)\}\}", " ".join(logql.split("`")[1::2]))
+    return filters | {field for action in actions for field in re.findall(r"(?<![\w)])\.(\w+)", action)}
+
+
+def loki_name(attribute: str) -> str:
+    """The name Loki's OTLP ingestion gives an attribute (otlptranslator's label namer): dots and any other
+    character not allowed in a label name become underscores."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", attribute)
+
+
+def grid_overlaps(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """Pairs of top-level panels whose grid rectangles intersect."""
+    boxes = [(p["title"], p["gridPos"]) for p in dashboard["panels"]]
+
+    def meet(a: dict[str, int], b: dict[str, int], start: str, size: str) -> bool:
+        return a[start] < b[start] + b[size] and b[start] < a[start] + a[size]
+
+    return [
+        (a, b)
+        for i, (a, ga) in enumerate(boxes)
+        for b, gb in boxes[i + 1 :]
+        if meet(ga, gb, "x", "w") and meet(ga, gb, "y", "h")
+    ]

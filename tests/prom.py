@@ -110,14 +110,18 @@ class Prometheus:
 
 
 class Alertmanager:
-    """Debian's Alertmanager on the project's alertmanager.yml, its one receiver pointed at `webhook_url`."""
+    """Debian's Alertmanager on the project's alertmanager.yml, only its receivers' addresses changed: the sink's
+    to `webhook_url`, the responder's to `responder_url` (unset: a port nothing listens on, as when the responder
+    is down; Alertmanager retries it and delivers to the sink regardless)."""
 
-    def __init__(self, workdir: Path, webhook_url: str) -> None:
+    def __init__(self, workdir: Path, webhook_url: str, responder_url: str | None = None) -> None:
         config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
-        config["receivers"][0]["webhook_configs"][0]["url"] = webhook_url  # only the address changes
+        self.port, closed = free_ports(2)
+        urls = {"alert-sink": webhook_url, "responder": responder_url or f"http://127.0.0.1:{closed}/alerts"}
+        for receiver in config["receivers"]:
+            receiver["webhook_configs"][0]["url"] = urls[receiver["name"]]  # a new receiver needs an address here
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config))
-        (self.port,) = free_ports(1)
         self.address = f"127.0.0.1:{self.port}"
         self.api = f"http://{self.address}/api/v2/alerts"
         self.args = [

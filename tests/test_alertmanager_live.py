@@ -1,5 +1,5 @@
-"""The real Alertmanager (Debian's) on the project's alertmanager.yml delivers to the lab's webhook sink,
-which logs one JSON line per alert."""
+"""The real Alertmanager (Debian's) on the project's alertmanager.yml delivers every alert to the lab's webhook
+sink, which logs one JSON line per alert, and pages to the responder too (a second sink stands in for it)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 import yaml
 
-from prom import Alertmanager
+from prom import Alertmanager, binary
 from shop import REPO, poll_until
 from shoplib.supervisor import free_ports
 
@@ -22,17 +23,31 @@ pytestmark = pytest.mark.integration  # every test here starts a process
 SINK = REPO / "alertmanager" / "webhook_sink.py"
 
 
-@pytest.fixture
-def sink(tmp_path):
+@contextmanager
+def _running_sink(log):
     (port,) = free_ports(1)
-    log = tmp_path / "sink.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, str(SINK)], env={**os.environ, "PORT": str(port)}, stdout=out)
     url = f"http://127.0.0.1:{port}"
-    poll_until(lambda: _answers(f"{url}/healthz"), what="the webhook sink")
-    yield url, log
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        poll_until(lambda: _answers(f"{url}/healthz"), what="the webhook sink")
+        yield url, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def sink(tmp_path):
+    with _running_sink(tmp_path / "sink.log") as running:
+        yield running
+
+
+@pytest.fixture
+def responder_sink(tmp_path):
+    """Where the responder receiver's webhooks land: the same sink program, standing in for the responder."""
+    with _running_sink(tmp_path / "responder.log") as running:
+        yield running
 
 
 def _answers(url):
@@ -82,10 +97,12 @@ def test_a_bad_port_is_a_clear_error():
 
 
 @pytest.fixture
-def alertmanager(sink, tmp_path):
-    """The real Alertmanager on the project's alertmanager.yml, delivering to the sink; yields its v2 alerts API."""
+def alertmanager(sink, responder_sink, tmp_path):
+    """The real Alertmanager on the project's alertmanager.yml, delivering to the sink and to the stand-in
+    responder; yields its v2 alerts API."""
     url, _log = sink
-    running = Alertmanager(tmp_path, f"{url}/alerts").start()
+    responder_url, _responder_log = responder_sink
+    running = Alertmanager(tmp_path, f"{url}/alerts", f"{responder_url}/alerts").start()
     yield running.api
     running.stop()
 
@@ -123,10 +140,12 @@ def page(alertname, service, **labels):
     }
 
 
-def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_ticket(sink, alertmanager):
-    """Page the culprit, not the victims: payment's alert goes out; checkout's slowness on the route it calls
-    payment from and the fast budget burn it causes are held back; the slow-burn ticket still goes out."""
+def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_ticket(sink, responder_sink, alertmanager):
+    """Page the culprit, not the victims: payment's alert goes out, to the responder too; checkout's slowness on
+    the route it calls payment from and the fast budget burn it causes are held back from both receivers; the
+    slow-burn ticket still goes out to the sink."""
     _url, log = sink
+    _responder_url, responder_log = responder_sink
     culprit = page("RouteSlowerThanUsual", "payment", method="POST", route="/payments")
     victim = page("RouteSlowerThanUsual", "checkout", method="POST", route="/orders")
     fast_burn = page("CheckoutLatencyBudgetBurn", "checkout", long_window="1h")
@@ -134,22 +153,23 @@ def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_tick
     slow_burn["labels"]["severity"] = "ticket"
     assert requests.post(alertmanager, json=[culprit, victim, fast_burn, slow_burn], timeout=5).ok
 
-    def sent():
+    def sent(lines):
         return {
             (e["alertname"], e["labels"]["service"], e["labels"]["severity"])
-            for e in _lines(log)
+            for e in _lines(lines)
             if e.get("status") == "firing"
         }
 
     expected = {("RouteSlowerThanUsual", "payment", "page"), ("CheckoutLatencyBudgetBurn", "checkout", "ticket")}
     poll_until(
-        lambda: sent() >= expected,
+        lambda: sent(log) >= expected and sent(responder_log),
         timeout=40,
-        what="the culprit's page and checkout's slow-burn ticket at the sink",
+        what="the culprit's page and checkout's slow-burn ticket at the sink, the page at the responder",
     )
-    assert {(name, sev) for name, service, sev in sent() if service == "checkout"} == {
+    assert {(name, sev) for name, service, sev in sent(log) if service == "checkout"} == {
         ("CheckoutLatencyBudgetBurn", "ticket")
     }
+    assert sent(responder_log) == {("RouteSlowerThanUsual", "payment", "page")}
     held = requests.get(alertmanager, params={"filter": 'service="checkout"', "inhibited": "true"}, timeout=5).json()
     states = {(a["labels"]["alertname"], a["labels"]["severity"]): a["status"] for a in held}
     for victim_page in (("RouteSlowerThanUsual", "page"), ("CheckoutLatencyBudgetBurn", "page")):
@@ -166,3 +186,63 @@ def test_checkouts_dependencies_in_the_inhibit_rule_are_the_ones_compose_wires()
     }
     assert rule["source_matchers"][0] == f'service=~"{"|".join(sorted(wired))}"'
     assert rule["target_matchers"][0] == 'service="checkout"'
+
+
+def _receivers(alertmanager, alertname):
+    """The receivers Alertmanager routed an alert to, by its own account (GET /api/v2/alerts)."""
+    alerts = requests.get(alertmanager, params={"filter": f'alertname="{alertname}"'}, timeout=5).json()
+    return {receiver["name"] for alert in alerts for receiver in alert["receivers"]}
+
+
+def test_a_page_reaches_the_responder_and_the_sink_a_ticket_only_the_sink(sink, responder_sink, alertmanager):
+    _url, log = sink
+    _responder_url, responder_log = responder_sink
+    paged = page("PaymentErrorsSpike", "payment")
+    ticket = page("ShopTelemetryExportFailing", "payment")
+    ticket["labels"]["severity"] = "ticket"
+    assert requests.post(alertmanager, json=[paged, ticket], timeout=5).ok
+
+    def firing(lines):
+        return {(e["alertname"], e["receiver"]) for e in _lines(lines) if e.get("status") == "firing"}
+
+    poll_until(
+        lambda: (
+            firing(log) >= {("PaymentErrorsSpike", "alert-sink"), ("ShopTelemetryExportFailing", "alert-sink")}
+            and firing(responder_log)
+        ),
+        timeout=30,
+        what="the page at both receivers and the ticket at the sink (group_wait is 10 s)",
+    )
+    assert firing(responder_log) == {("PaymentErrorsSpike", "responder")}
+    assert _receivers(alertmanager, "PaymentErrorsSpike") == {"responder", "alert-sink"}
+    assert _receivers(alertmanager, "ShopTelemetryExportFailing") == {"alert-sink"}
+
+    # The responder hears of the resolution too: it closes the incident then.
+    resolved = {**paged, "endsAt": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+    assert requests.post(alertmanager, json=[resolved], timeout=5).ok
+    poll_until(
+        lambda: [e for e in _lines(responder_log) if e.get("status") == "resolved"],
+        timeout=60,
+        what="the resolution at the responder (group_interval is 30 s)",
+    )
+
+
+def test_amtool_accepts_the_config_and_routes_pages_to_the_responder_and_the_sink():
+    config = REPO / "alertmanager" / "alertmanager.yml"
+    checked = subprocess.run(
+        [binary("amtool"), "check-config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    expected = {
+        ("severity=page", "service=payment", "alertname=PaymentErrorsSpike"): "responder,alert-sink",
+        ("severity=ticket", "service=checkout", "alertname=CheckoutLatencyBudgetBurn"): "alert-sink",
+        ("alertname=NoSeverity",): "alert-sink",
+    }
+    for labels, receivers in expected.items():
+        routed = subprocess.run(
+            [binary("amtool"), "config", "routes", "test", f"--config.file={config}", *labels],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (routed.returncode, routed.stdout.strip()) == (0, receivers), labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -13,10 +14,24 @@ import time
 import pytest
 import requests
 import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from prometheus_client.metrics import MetricWrapperBase
 
-from dashboards import load_dashboards, metric_names, panels, queries, substitute, variables_used
+from conftest import bearer
+from dashboards import (
+    grid_overlaps,
+    load_dashboards,
+    logql_fields,
+    loki_name,
+    metric_names,
+    panels,
+    queries,
+    substitute,
+    variables_used,
+)
+from otlp_receiver import OtlpReceiver
 from prom import PROMETHEUS_DIR, binary
-from shop import REPO
+from shop import REPO, ShopUnderTest, poll_until
 from shoplib.services import SERVICES
 from stack import datasources
 
@@ -49,11 +64,94 @@ BACKEND_METRICS = {
     "loki_distributor_lines_received_total",
     "loki_discarded_samples_total",
 }
+# Series only the responder produces (apps/responder/metrics.py), which the native test shop does not run; checked
+# by name against the responder's own instruments.
+RESPONDER_METRICS = {"responder_actions_total", "responder_incidents_open"}
+# What Loki 3.7.6's OTLP ingestion stores with each record besides its attributes (pkg/loghttp/push/otlp.go): the
+# logger's name is the instrumentation scope, scope_name.
+LOKI_OTLP_METADATA = {
+    "severity_text",
+    "severity_number",
+    "trace_id",
+    "span_id",
+    "scope_name",
+    "observed_timestamp",
+    "flags",
+}
+# The fields the responder's incident_* lines carry (its logger `responder`), as the Incidents panel reads them.
+INCIDENT_FIELDS = {
+    "incident_id",
+    "alertname",
+    "alert_service",  # the paged service (`service` would clash with the stdout line's own service field)
+    "route",
+    "culprit_service",
+    "culprit_operation",
+    "action",
+    "outcome",
+    "detect_s",
+    "diagnose_s",
+    "mitigate_s",
+    "recover_s",
+}
+RELEASE_ANNOTATIONS = [q for q in ALL_QUERIES if q.where == "annotation: Releases"]
 
 
 def test_the_three_dashboards_are_provisioned_with_the_uids_links_use():
     assert {d["uid"] for d in DASHBOARDS.values()} == {"shop-overview", "shop-service", "shop-telemetry"}
     assert all(d["tags"] == ["shop"] for d in DASHBOARDS.values())
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_panels_do_not_overlap(name):
+    assert grid_overlaps(DASHBOARDS[name]) == []
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_every_dashboard_marks_release_changes_from_the_services_logs(name):
+    (annotation,) = [a for a in DASHBOARDS[name]["annotations"]["list"] if a["name"] == "Releases"]
+    assert annotation["datasource"] == {"type": "loki", "uid": "loki"} and annotation["enable"]
+    selector = re.match(r"\{([^}]*)\}", annotation["expr"]).group(1)
+    # The service dashboard shows its service's releases; the others every shop service's.
+    expected = 'service_name="$service"' if name == "shop-service" else f'service_name=~"{"|".join(SERVICES)}"'
+    assert selector == expected
+    assert "{{service_name}}" in annotation["titleFormat"]
+    assert set(annotation["tagKeys"].split(",")) <= {"service_name"} | logql_fields(annotation["expr"])
+
+
+def test_the_overview_shows_releases_and_the_responders_incidents():
+    overview = DASHBOARDS["shop-overview"]
+    rows, current = {}, None
+    for panel in overview["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], [])
+        else:
+            current.append((panel["type"], panel["title"]))
+    (releases,) = [titles for title, titles in rows.items() if title.startswith("Releases")]
+    assert releases == [("state-timeline", "Releases by service and track"), ("timeseries", "Request share by version")]
+    assert rows["Incidents (responder)"] == [
+        ("logs", "Incidents"),
+        ("stat", "Responder actions"),
+        ("stat", "Open incidents"),
+    ]
+    by_title = {q.where: q.text for q in queries("shop-overview", overview)}
+    assert metric_names(by_title["Releases by service and track"]) == {"shop_release_info"}
+    assert "by (service, version)" in by_title["Request share by version"]
+    assert metric_names(by_title["Responder actions"]) == {"responder_actions_total"}
+    assert "by (action, outcome)" in by_title["Responder actions"]
+
+
+def _exposed(collector):
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
+    return {family.name + suffix for family in collector.describe() for suffix in suffixes[family.type]}
+
+
+def test_the_responder_metrics_the_dashboards_read_are_the_ones_it_defines():
+    metrics = importlib.import_module("responder.metrics")
+    defined = {
+        name for value in vars(metrics).values() if isinstance(value, MetricWrapperBase) for name in _exposed(value)
+    }
+    read = {name for q in PROMQL for name in metric_names(q.text) if name.startswith("responder_")}
+    assert read == RESPONDER_METRICS and read <= defined
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
@@ -95,7 +193,9 @@ def test_alert_dashboard_links_resolve():
 def test_rate_windows_are_rate_interval_or_an_slo_window():
     for query in PROMQL:
         windows = set(re.findall(r"\[([^\]]+)\]", query.text))
-        assert windows <= {"$__rate_interval", "30d"}, f"{query.where}: {windows}"
+        assert windows <= {"$__rate_interval", "30d", "$__range"}, f"{query.where}: {windows}"
+        if "$__range" in windows:  # a count over the time range shown, never a rate
+            assert not re.search(r"\brate\(", query.text), query.text
 
 
 def _threshold_steps(panel):
@@ -165,7 +265,12 @@ def test_logs_and_traces_are_queried_by_the_labels_the_backends_create():
             # Loki's OTLP ingestion indexes service.name as service_name; everything else is structured metadata.
             selector = re.match(r"\{([^}]*)\}", query.text).group(1)
             assert set(re.findall(r"(\w+)\s*=", selector)) == {"service_name"}
-            assert set(re.findall(r"\|\s*(\w+)\s*=", query.text)) <= {"severity_text", "trace_id"}
+            if query.where == "Incidents":
+                assert logql_fields(query.text) <= {"service_name"} | INCIDENT_FIELDS, query.text
+            elif query in RELEASE_ANNOTATIONS:
+                continue  # checked against what the services really export, below
+            else:
+                assert logql_fields(query.text) <= LOKI_OTLP_METADATA, query.text
         if query.language == "traceql":
             assert "resource.service.name" in query.text
 
@@ -196,7 +301,7 @@ def test_every_metric_a_dashboard_or_alert_reads_exists(shop, loaded):
     recorded = {rule["record"] for rule in RULES if "record" in rule}
     used = {name for q in PROMQL for name in metric_names(q.text)}
     used |= {name for rule in RULES for name in metric_names(rule["expr"])}
-    unknown = used - exposed - prometheus_own - recorded - BACKEND_METRICS - {"ALERTS"}
+    unknown = used - exposed - prometheus_own - recorded - BACKEND_METRICS - RESPONDER_METRICS - {"ALERTS"}
     assert unknown == set()
     # The shop's own metrics must come from the services, not from an allow-list.
     assert {
@@ -223,7 +328,7 @@ def test_every_panel_shows_data_for_every_service_and_route(loaded):
     assert sorted(services) == sorted(SERVICES)
     checked, missing = 0, []
     for query in PROMQL:
-        if query.empty_is_healthy or metric_names(query.text) & BACKEND_METRICS:
+        if query.empty_is_healthy or metric_names(query.text) & (BACKEND_METRICS | RESPONDER_METRICS):
             continue
         used = variables_used(query.text)
         for service in services if "service" in used else [""]:
@@ -248,3 +353,58 @@ def test_the_seed_queries_work_as_written(loaded):
     assert {sample["metric"]["service"] for sample in p95 if math.isfinite(float(sample["value"][1]))} == set(SERVICES)
     errors = loaded.query("rate(payment_errors_total[5m])")
     assert [sample["metric"]["reason"] for sample in errors] == ["gateway_error"]
+
+
+def _exported_release_records(otlp):
+    """(stream labels, structured metadata names, line) of each release_* log record, as Loki 3.7.6 would store it:
+    indexed service_name from the resource, the scope name and every attribute (renamed) as structured metadata."""
+    records = []
+    for payload in list(otlp.raw_payloads):
+        for resource_logs in ExportLogsServiceRequest.FromString(payload).resource_logs:
+            resource = {kv.key: kv.value.string_value for kv in resource_logs.resource.attributes}
+            for scope_logs in resource_logs.scope_logs:
+                for record in scope_logs.log_records:
+                    line = record.body.string_value
+                    if line.startswith("release_"):
+                        metadata = {loki_name(kv.key): kv.value for kv in record.attributes}
+                        metadata["scope_name"] = scope_logs.scope.name
+                        records.append(({"service_name": resource["service.name"]}, metadata, line))
+    return records
+
+
+@pytest.mark.integration
+def test_the_releases_annotation_reads_what_a_release_change_exports(tmp_path, token_for):
+    """A real catalog exports its release changes over OTLP; the annotation's filters and template read only
+    what Loki makes of them (service_name label; scope_name and the attributes as structured metadata)."""
+    otlp = OtlpReceiver().start()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_TRACES_EXPORTER": "none",  # logs only: every payload the receiver keeps is a logs request
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "SEED_PRODUCTS": "30",
+    }
+    catalog = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
+    try:
+        admin = bearer(token_for("operator", roles=("admin",)))
+        release = catalog.url("catalog", "/admin/release")
+        canary = requests.put(release, json={"version": "1.4.0", "canary_percent": 10}, headers=admin, timeout=5)
+        assert canary.status_code == 200, canary.text
+        rollback = requests.post(f"{release}/rollback", json={"reason": "annotation test"}, headers=admin, timeout=5)
+        assert rollback.status_code == 200, rollback.text
+        records = poll_until(
+            lambda: len(_exported_release_records(otlp)) >= 2 and _exported_release_records(otlp),
+            what="the two release records at the OTLP receiver",
+        )
+    finally:
+        assert catalog.stop() == 0
+        otlp.stop()
+    assert [line for _labels, _metadata, line in records] == ["release_canary", "release_rollback"]
+    for query in RELEASE_ANNOTATIONS:
+        line_filter = re.search(r'\|~ "([^"]+)"', query.text).group(1)
+        (scope,) = re.findall(r'\| scope_name="([^"]+)"', query.text)
+        for labels, metadata, line in records:
+            assert re.search(line_filter, line) and metadata["scope_name"] == scope
+            assert logql_fields(query.text) <= set(labels) | set(metadata) | LOKI_OTLP_METADATA
+            assert metadata["actor"].string_value == "operator"
+        assert records[1][1]["reason"].string_value == "annotation test"
