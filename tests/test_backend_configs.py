@@ -127,6 +127,7 @@ def test_prometheus_scrapes_every_lab_service_where_it_listens():
         "checkout:8080",
         "payment:8080",
         "auth:8080",
+        "responder:8080",
         "tempo:3200",
         "loki:3100",
         "grafana:3000",

@@ -10,13 +10,13 @@ import sys
 import pytest
 
 from shop import REPO
-from shoplib.services import DEFAULT_PORTS
+from shoplib.services import DEFAULT_PORTS, RESPONDER
 from stack import COMPOSE_PATH, ENV_REFERENCE, bind_mounts, compose, env_default, load, services
 
 SHOP = ("catalog", "checkout", "payment", "auth")
 # The responder runs on the shop's library and image, beside the shop. Named here until shoplib.services
 # names it (RESPONDER and its port in DEFAULT_PORTS).
-RESPONDER, RESPONDER_PORT = "responder", 8085
+
 BUILT = (*SHOP, RESPONDER)  # from apps/Dockerfile
 BACKENDS = ("tempo", "loki", "prometheus", "alertmanager", "grafana")
 MEMORY_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
@@ -70,7 +70,7 @@ def test_published_ports_listen_on_loopback_only():
             published[name] = (int(host_port), int(container_port))
     assert published == {
         # The shop is published where it listens natively, so the same URLs reach either.
-        **{service: (port, 8080) for service, port in {**DEFAULT_PORTS, RESPONDER: RESPONDER_PORT}.items()},
+        **{service: (port, 8080) for service, port in DEFAULT_PORTS.items()},
         "grafana": (3000, 3000),
         "prometheus": (9090, 9090),
         "alertmanager": (9093, 9093),
@@ -158,19 +158,7 @@ def _first_party_imports(package):
     return needed
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        *SHOP,
-        pytest.param(
-            RESPONDER,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="apps/Dockerfile copies shoplib/ and the service's folder; responder imports incident",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", [*SHOP, RESPONDER])
 def test_the_image_holds_every_package_the_service_imports(name):
     copied = set(re.findall(r"^COPY (\S+)/ ", (REPO / "apps" / "Dockerfile").read_text(), flags=re.M))
     copied = {name if source == "${SERVICE}" else source for source in copied}

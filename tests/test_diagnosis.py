@@ -15,7 +15,7 @@ import pytest
 
 from backend_doubles import instant_query, query_range, trace_json
 from backend_doubles import search as double_search
-from incident import cli
+from incident import cli, diagnosis
 from incident.backends import BackendError, Backends, replaying
 from incident.blame import error_origins, errors_blame, latency_blame, peer_services
 from incident.diagnosis import Diagnoser, parse_window
@@ -194,7 +194,7 @@ def test_nothing_readable_is_unknown_not_healthy(monkeypatch, capsys):
     def unreachable(backend, path, params):
         raise BackendError(backend, "cannot reach it (test)")
 
-    monkeypatch.setattr(cli, "http_transport", lambda urls, timeout: unreachable)
+    monkeypatch.setattr(diagnosis, "http_transport", lambda urls, timeout: unreachable)
     assert cli.main(["diagnose", "--json"]) == 2
     out, err = capsys.readouterr()
     assert json.loads(out)["status"] == "unknown"
@@ -209,7 +209,11 @@ def test_nothing_readable_is_unknown_not_healthy(monkeypatch, capsys):
         (["gate", "--p95", "fast"], {}, "--p95: expected a latency"),
         (["gate", "--error-ratio", "2"], {}, "--error-ratio: must be between 0 and 1"),
         (["diagnose"], {"LOKI_URL": "loki:3100"}, "LOKI_URL: expected an http(s) URL"),
-        (["rollback"], {}, "invalid choice: 'rollback'"),
+        (["undo"], {}, "invalid choice: 'undo'"),
+        (["deploy", "payment", "2.5.0", "--canary", "150"], {}, "--canary: must be between 0 and 100"),
+        (["rollback", "billing"], {}, "invalid choice: 'billing'"),
+        (["scenario", "run", "nope"], {}, "invalid choice: 'nope'"),
+        (["releases"], {"PAYMENT_URL": "payment"}, "PAYMENT_URL: expected an http(s) URL"),
     ],
 )
 def test_bad_arguments_are_one_clear_line_and_exit_2(monkeypatch, capsys, argv, env, message):

@@ -7,8 +7,7 @@ from typing import Any
 from flask import Flask
 
 from shoplib.app import init_app, new_app, open_database
-from shoplib.config import Setting, http_url, integer, number
-from shoplib.services import native_url
+from shoplib.config import Setting, integer, number, service_url
 
 from .clients import Auth, Downstream
 from .faults import checkout_faults
@@ -17,9 +16,9 @@ from .releases import checkout_releases
 from .views import Dependencies, bp
 
 SETTINGS = (
-    Setting("AUTH_URL", http_url, default=native_url("auth")),
-    Setting("CATALOG_URL", http_url, default=native_url("catalog")),
-    Setting("PAYMENT_URL", http_url, default=native_url("payment")),
+    service_url("auth"),
+    service_url("catalog"),
+    service_url("payment"),
     Setting("DEPENDENCY_TIMEOUT_S", number(0.1, 60), default=5.0),
     Setting("SEED_ORDERS", integer(0, 5_000_000), default=250_000),
 )

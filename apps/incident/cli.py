@@ -2,10 +2,17 @@
 
     shoplab diagnose [--window 5m] [--json]     which service is at fault, where, and the evidence
     shoplab gate [--p95 1s] [--error-ratio 0.01] a CI/CD gate: exit 1 when any service breaches
+    shoplab releases [--json]                    what runs where: stable, canary, previous release
+    shoplab deploy SERVICE VERSION [--canary N]  roll out a release (to N% of requests as a canary)
+    shoplab rollback SERVICE [--reason TEXT]     drop the canary, else return to the previous release
+    shoplab scenario list | run NAME [--json]    a game day with a verdict
 
-Backends default to PROMETHEUS_URL, TEMPO_URL, LOKI_URL, then the compose lab's published ports.
-Exit status: 0 healthy, 1 incident (or a breach, for gate), 2 a backend could not be read (the output says
-which and why, and what the other signals showed) or the command line was wrong.
+Backends default to PROMETHEUS_URL, TEMPO_URL, LOKI_URL, ALERTMANAGER_URL, RESPONDER_URL, then the lab's
+published ports; the services to CATALOG_URL, ... , then 127.0.0.1:8081-8084. Admin calls use
+SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET when it is set, else a login as the demo admin
+(DEMO_ADMIN_PASSWORD, default admin-pass).
+Exit status: 0 healthy (or done, or pass), 1 incident, breach or failed scenario, 2 a backend or the lab could
+not be reached (the output says which and why) or the command line was wrong.
 """
 
 from __future__ import annotations
@@ -16,13 +23,20 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from shoplib.config import cli_argument, http_url
+import requests
 
+from shoplib.config import ConfigError, cli_argument, http_url, integer
+from shoplib.config import load as load_settings
+from shoplib.services import RESPONDER, SERVICES, native_url
+
+from . import scenarios
 from .backends import BackendError, Backends, http_transport
-from .diagnosis import Diagnoser, Diagnosis, parse_window
+from .diagnosis import Diagnosis, diagnose_from, parse_window
 from .links import DEFAULT_GRAFANA_URL
+from .releases import ReleaseClient, ReleaseError, TokenSource, signed_admin_token
 from .report import render
 
 DEFAULT_URLS = {
@@ -30,6 +44,11 @@ DEFAULT_URLS = {
     "tempo": ("TEMPO_URL", "http://localhost:3200"),
     "loki": ("LOKI_URL", "http://localhost:3100"),
     "grafana": ("GRAFANA_URL", DEFAULT_GRAFANA_URL),
+}
+LAB_URLS = {
+    "alertmanager": ("ALERTMANAGER_URL", "http://localhost:9093"),
+    "responder": ("RESPONDER_URL", native_url(RESPONDER)),
+    **{service: (f"{service.upper()}_URL", native_url(service)) for service in SERVICES},
 }
 TIMEOUT_S = 4.0  # per backend call; a diagnosis makes a few dozen of them, mostly in parallel
 EXIT_HEALTHY, EXIT_INCIDENT, EXIT_UNREADABLE = 0, 1, 2  # argparse also exits 2 on a bad command line
@@ -68,11 +87,11 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _urls(args: argparse.Namespace) -> dict[str, str]:
+def _urls(args: argparse.Namespace, defaults: Mapping[str, tuple[str, str]] = DEFAULT_URLS) -> dict[str, str]:
     """Each URL from its option, else its variable, else the default; a malformed variable is an error."""
     urls = {}
-    for name, (variable, default) in DEFAULT_URLS.items():
-        chosen = getattr(args, name)
+    for name, (variable, default) in defaults.items():
+        chosen = getattr(args, name, None)
         if chosen is None:
             raw = os.environ.get(variable, "").strip()
             try:
@@ -83,10 +102,115 @@ def _urls(args: argparse.Namespace) -> dict[str, str]:
     return urls
 
 
+def _admin_token(auth_url: str) -> TokenSource:
+    """SHOPLAB_ADMIN_TOKEN; else tokens signed with JWT_SECRET; else a login as the lab's demo admin."""
+    given = os.environ.get("SHOPLAB_ADMIN_TOKEN", "").strip()
+    if given:
+        return lambda: given
+    if os.environ.get("JWT_SECRET", "").strip():
+        try:
+            return signed_admin_token("shoplab-cli", load_settings(()))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    cached: list[str] = []
+
+    def login() -> str:
+        if not cached:
+            password = os.environ.get("DEMO_ADMIN_PASSWORD", "").strip() or "admin-pass"
+            try:
+                response = requests.post(
+                    f"{auth_url}/login", json={"username": "admin", "password": password}, timeout=TIMEOUT_S
+                )
+            except requests.RequestException as exc:
+                raise ReleaseError("auth", f"no answer from {auth_url} to log in: {type(exc).__name__}") from None
+            if response.status_code != 200:
+                raise ReleaseError(
+                    "auth", f"admin login refused ({response.status_code}); set SHOPLAB_ADMIN_TOKEN or JWT_SECRET"
+                )
+            cached.append(str(response.json()["access_token"]))
+        return cached[0]
+
+    return login
+
+
+def _release_client(args: argparse.Namespace) -> ReleaseClient:
+    urls = _urls(args, LAB_URLS)
+    return ReleaseClient({s: urls[s] for s in SERVICES}, _admin_token(urls["auth"]))
+
+
+def releases_command(args: argparse.Namespace) -> int:
+    client = _release_client(args)
+    states, failures = {}, []
+    for service in SERVICES:
+        try:
+            states[service] = client.state(service)
+        except ReleaseError as exc:
+            failures.append(str(exc))
+    if args.json:
+        print(json.dumps({"releases": states, "unreachable": failures}, indent=2))
+    else:
+        print(f"{'service':<10} {'stable':<10} {'since':<25} {'canary':<16} previous")
+        for service, state in states.items():
+            canary = state.get("canary")
+            canary_text = f"{canary['version']} {canary['percent']}%" if canary else "-"
+            stable = state["stable"]
+            print(
+                f"{service:<10} {stable['version']:<10} {stable['deployed_at']:<25} {canary_text:<16} "
+                f"{state.get('previous') or '-'}"
+            )
+    for failure in failures:
+        print(f"shoplab: {failure}", file=sys.stderr)
+    return EXIT_UNREADABLE if failures else EXIT_HEALTHY
+
+
+def _change(args: argparse.Namespace, change: Callable[[ReleaseClient], dict[str, Any]]) -> int:
+    try:
+        state = change(_release_client(args))
+    except ReleaseError as exc:
+        print(f"shoplab: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE if exc.status is None else EXIT_INCIDENT
+    canary = state.get("canary")
+    suffix = f", canary {canary['version']} on {canary['percent']}%" if canary else ""
+    print(f"{state['service']}: stable {state['stable']['version']}{suffix}")
+    return EXIT_HEALTHY
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    return _change(args, lambda client: client.deploy(args.service, args.version, args.canary))
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    return _change(args, lambda client: client.rollback(args.service, args.reason or "shoplab rollback"))
+
+
+def scenario_list_command(_args: argparse.Namespace) -> int:
+    for scenario in scenarios.catalogue().values():
+        print(f"{scenario.name:<26} {scenario.summary}")
+    return EXIT_HEALTHY
+
+
+def scenario_run_command(args: argparse.Namespace) -> int:
+    scenario = scenarios.catalogue()[args.name]
+    urls = _urls(args, {**LAB_URLS, "prometheus": DEFAULT_URLS["prometheus"]})
+    lab = scenarios.Lab(
+        urls={s: urls[s] for s in SERVICES},
+        prometheus=urls["prometheus"],
+        alertmanager=urls["alertmanager"],
+        responder=urls["responder"],
+        token=_admin_token(urls["auth"]),
+    )
+    missing = lab.unreachable()
+    if missing:
+        print(f"shoplab scenario: the lab does not answer: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    result = scenarios.Run(scenario, lab, lambda line: print(line, file=sys.stderr, flush=True), args.customers)
+    outcome = result.execute()
+    print(json.dumps(outcome.to_json(), indent=2) if args.json else scenarios.render(outcome))
+    return EXIT_HEALTHY if outcome.verdict == "pass" else EXIT_INCIDENT
+
+
 def _diagnose(args: argparse.Namespace) -> Diagnosis:
-    urls = _urls(args)
-    backends = Backends(http_transport({k: v for k, v in urls.items() if k != "grafana"}, TIMEOUT_S))
-    return Diagnoser(backends, urls["grafana"]).diagnose(args.window)
+    return diagnose_from(_urls(args), args.window, TIMEOUT_S)
 
 
 def _print(diagnosis: Diagnosis, as_json: bool) -> None:
@@ -170,6 +294,43 @@ def parser() -> argparse.ArgumentParser:
         "--error-ratio", type=cli_argument(parse_ratio), default=0.01, help="server-error limit (default 0.01)"
     )
     gate.set_defaults(run=gate_command)
+
+    releases = commands.add_parser("releases", help="what runs where: stable, canary and previous releases")
+    releases.add_argument("--json", action="store_true", help="the services' /admin/release answers")
+    releases.set_defaults(run=releases_command)
+    deploy = commands.add_parser("deploy", help="roll out a release, or start a canary with --canary")
+    deploy.add_argument("service", choices=SERVICES)
+    deploy.add_argument("version", help="one of the versions `shoplab releases --json` lists as available")
+    deploy.add_argument(
+        "--canary", type=cli_argument(integer(0, 100)), default=0, help="percent of requests (0: full rollout)"
+    )
+    deploy.set_defaults(run=deploy_command)
+    rollback = commands.add_parser("rollback", help="drop the canary, else return to the previous release")
+    rollback.add_argument("service", choices=SERVICES)
+    rollback.add_argument("--reason", default="", help="kept in the release history")
+    rollback.set_defaults(run=rollback_command)
+
+    scenario = commands.add_parser("scenario", help="reproducible game days with a verdict")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True, metavar="list|run")
+    scenario_commands.add_parser("list", help="the scenarios and what each injects").set_defaults(
+        run=scenario_list_command
+    )
+    run = scenario_commands.add_parser(
+        "run",
+        help="inject, watch detection, diagnosis, mitigation and recovery; print the verdict",
+        description="Exit 0 on pass, 1 on fail, 2 when the lab (services, Prometheus, Alertmanager, responder) "
+        "does not answer. Progress goes to stderr, the verdict to stdout.",
+    )
+    run.add_argument("name", choices=list(scenarios.catalogue()))
+    run.add_argument("--json", action="store_true", help="one JSON object: scenario, verdict, reasons, timings, ...")
+    run.add_argument(
+        "--customers",
+        type=cli_argument(integer(0, 64)),
+        default=4,
+        help="threads of light traffic the scenario sends itself (0 when Locust already runs; default 4)",
+    )
+    run.add_argument("--prometheus", type=cli_argument(http_url), default=None, help="Prometheus URL")
+    run.set_defaults(run=scenario_run_command)
     return root
 
 
@@ -178,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except ValueError as exc:  # a malformed environment variable, named in the message
+        print(f"shoplab: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except ReleaseError as exc:  # logging in to change releases failed
         print(f"shoplab: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
     except KeyboardInterrupt:

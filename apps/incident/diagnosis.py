@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .backends import BackendError, Backends, Exemplar, LogLine
+from .backends import BackendError, Backends, Exemplar, LogLine, http_transport
 from .blame import Blame, errors_blame, latency_blame
 from .links import DEFAULT_GRAFANA_URL, explore_link
 from .metrics import (
@@ -131,6 +131,12 @@ class _Findings:
     calls: dict[str, set[str]] = field(default_factory=dict)  # caller -> callees seen in traces
     evidence: list[Evidence] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def diagnose_from(urls: Mapping[str, str], window_s: int, timeout_s: float = 4.0) -> Diagnosis:
+    """Diagnose the last `window_s` from the backends at `urls` (prometheus, tempo, loki; grafana for links)."""
+    backends = Backends(http_transport({k: v for k, v in urls.items() if k in BACKENDS.values()}, timeout_s))
+    return Diagnoser(backends, urls.get("grafana", DEFAULT_GRAFANA_URL)).diagnose(window_s)
 
 
 class Diagnoser:

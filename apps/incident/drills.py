@@ -32,18 +32,22 @@ GOOD_CARD = {"number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
 CUSTOMERS = {"alice": "alice-pass", "bob": "bob-pass"}
 
 
-class Target(Protocol):
-    """A running native shop: where each service answers, its data, and its process groups."""
+class AdminTarget(Protocol):
+    """A running shop reached over HTTP: where each service answers, and an admin token for it."""
 
     @property
     def urls(self) -> Mapping[str, str]: ...
+
+    def admin_token(self) -> str: ...
+
+
+class Target(AdminTarget, Protocol):
+    """A running native shop: also its data and its process groups."""
 
     @property
     def data_dir(self) -> Path: ...
 
     def process_group(self, service: str) -> int: ...
-
-    def admin_token(self) -> str: ...
 
 
 class SupervisedShop:
@@ -80,8 +84,8 @@ class Drill:
     outside: bool = False  # injected by means the shop knows nothing about
 
 
-def admin_fault(service: str, faults: Mapping[str, Mapping[str, Any]]) -> Callable[[Target], Undo]:
-    def inject(target: Target) -> Undo:
+def admin_fault(service: str, faults: Mapping[str, Mapping[str, Any]]) -> Callable[[AdminTarget], Undo]:
+    def inject(target: AdminTarget) -> Undo:
         headers = {"Authorization": f"Bearer {target.admin_token()}"}
         url = f"{target.urls[service]}/admin/faults"
         requests.put(url, json=faults, headers=headers, timeout=10).raise_for_status()

@@ -253,18 +253,23 @@ def put_release() -> Any:
 @infra.post("/admin/release/promote")
 @require_admin
 def promote_release() -> Any:
-    _releases().promote(actor=current_principal().sub)
+    _releases().promote(actor=current_principal().sub, reason=_reason())
     return _release_state()
 
 
 @infra.post("/admin/release/rollback")
 @require_admin
 def rollback_release() -> Any:
+    _releases().rollback(actor=current_principal().sub, reason=_reason())
+    return _release_state()
+
+
+def _reason() -> str:
+    """The optional body of a promote or rollback: `{"reason": "..."}`, kept in the history."""
     body = json_body() if request.content_length else {}
     fields = Fields()
     reason = fields.string(body, "reason", max_length=500, required=False) or ""
     for extra in sorted(set(body) - {"reason"}):
-        fields.fail(extra, "unknown field; a rollback takes only an optional reason")
+        fields.fail(extra, "unknown field; send only an optional reason")
     fields.raise_if_any()
-    _releases().rollback(actor=current_principal().sub, reason=reason)
-    return _release_state()
+    return reason

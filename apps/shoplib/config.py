@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .services import native_url
+
 _REQUIRED = object()
 T = TypeVar("T")
 
@@ -111,6 +113,11 @@ def http_url(raw: str) -> str:
     except ValueError:
         raise ValueError(f"malformed port in {raw!r}") from None
     return raw.strip().rstrip("/")
+
+
+def service_url(service: str) -> Setting:
+    """`<SERVICE>_URL`: where another service answers (natively, its default port on 127.0.0.1)."""
+    return Setting(f"{service.upper()}_URL", http_url, default=native_url(service))
 
 
 # Settings every service reads.

@@ -39,6 +39,17 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).strftime(TIMESTAMP_FORMAT)[:-4] + "Z"
 
 
+def parse_timestamp(stamp: str) -> datetime:
+    """A moment written by `utc_timestamp`, or by Prometheus and Alertmanager (RFC 3339, nanoseconds allowed)."""
+    text = stamp.strip().replace("Z", "+00:00")
+    if "." in text:  # Python reads at most microseconds
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Database:
     """A SQLite file used from many request threads.
 

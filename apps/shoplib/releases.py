@@ -156,13 +156,13 @@ class Releases:
             new = replace(now, canary=version, canary_percent=canary_percent, canary_since=since)
             return self._change(now, new, "canary", version, actor=actor)
 
-    def promote(self, actor: str) -> Deployment:
+    def promote(self, actor: str, reason: str = "") -> Deployment:
         with self._lock:
             now = self.deployment
             if now.canary is None:
                 raise Problem(409, "No canary", f"{self.service} has no canary to promote.")
             new = Deployment(stable=now.canary, deployed_at=utc_timestamp(), previous=now.stable)
-            return self._change(now, new, "promote", now.canary, actor=actor)
+            return self._change(now, new, "promote", now.canary, actor=actor, reason=reason)
 
     def rollback(self, actor: str, reason: str = "") -> Deployment:
         """Drop the canary if one runs; else return to the stable release before the last rollout."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import jwt
 from flask import current_app, g, request
@@ -29,18 +29,25 @@ class Principal:
 
 
 def issue_token(sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
+    """A token for `sub`, signed with the current app's settings (auth's logins)."""
+    return sign_token(current_app.config, sub, roles, ttl_s)
+
+
+def sign_token(settings: Mapping[str, Any], sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
+    """A token signed with JWT_SECRET for JWT_ISSUER and JWT_AUDIENCE in `settings` (any holder of the secret,
+    such as the responder acting on the services' admin endpoints, or a test)."""
     now = int(time.time())
     claims = {
         "sub": sub,
         "roles": list(roles),
-        "iss": current_app.config["JWT_ISSUER"],
-        "aud": current_app.config["JWT_AUDIENCE"],
+        "iss": settings["JWT_ISSUER"],
+        "aud": settings["JWT_AUDIENCE"],
         "iat": now,
         "nbf": now,
         "exp": now + ttl_s,
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, current_app.config["JWT_SECRET"], algorithm=ALGORITHM)
+    return jwt.encode(claims, settings["JWT_SECRET"], algorithm=ALGORITHM)
 
 
 def decode_token(token: str) -> Principal:

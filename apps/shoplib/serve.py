@@ -20,7 +20,7 @@ from gunicorn.app.base import BaseApplication
 from .config import ConfigError, cli_argument, integer
 from .config import load as load_settings
 from .logs import configure_logging
-from .services import SERVICES
+from .services import RESPONDER, SERVICES
 from .telemetry import configure_telemetry, shutdown_telemetry
 
 
@@ -88,7 +88,7 @@ def _error(service: str, message: str, detail: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shoplib.serve", description=__doc__)
-    parser.add_argument("service", choices=SERVICES)
+    parser.add_argument("service", choices=(*SERVICES, RESPONDER))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (the container uses 0.0.0.0)")
     parser.add_argument("--port", type=cli_argument(integer(1, 65535)), default=8080)
     parser.add_argument("--threads", type=cli_argument(integer(1, 256)), default=8)

@@ -8,7 +8,9 @@ locustfiles/); a test keeps the two in step.
 from __future__ import annotations
 
 SERVICES = ("catalog", "checkout", "payment", "auth")
-DEFAULT_PORTS = {"catalog": 8081, "checkout": 8082, "payment": 8083, "auth": 8084}
+# The incident responder runs beside the shop on the same shared library; it is not one of the shop's services.
+RESPONDER = "responder"
+DEFAULT_PORTS = {"catalog": 8081, "checkout": 8082, "payment": 8083, "auth": 8084, RESPONDER: 8085}
 
 
 def native_url(service: str, port: int | None = None) -> str:

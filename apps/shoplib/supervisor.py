@@ -1,9 +1,10 @@
-"""`python -m shoplib.supervisor`: all four services natively on 127.0.0.1, in the foreground (`make services`).
+"""`python -m shoplib.supervisor`: the four services and the responder natively on 127.0.0.1, in the foreground
+(`make services`).
 
-Each service runs exactly as in its container (`python -m shoplib.serve <service>`, one gunicorn per
-service); this module only starts, watches and stops them. Ctrl-C or SIGTERM stops all four gracefully; if
-one dies, the others are stopped too. Ports come from CATALOG_PORT, CHECKOUT_PORT, PAYMENT_PORT, AUTH_PORT
-(8081-8084 by default); OTEL_* variables pass through.
+Each runs exactly as in its container (`python -m shoplib.serve <service>`, one gunicorn each); this module
+only starts, watches and stops them. Ctrl-C or SIGTERM stops them all gracefully; if one dies, the others are
+stopped too. Ports come from CATALOG_PORT, CHECKOUT_PORT, PAYMENT_PORT, AUTH_PORT, RESPONDER_PORT (8081-8085
+by default); OTEL_*, PROMETHEUS_URL, RESPONDER_MODE and the like pass through.
 
 `Supervisor` is also the one way tests, benchmarks and `shoplab` start a native shop (free ports, their own
 data folder, stdout captured).
@@ -25,7 +26,9 @@ from types import TracebackType
 from typing import IO, TypeVar
 
 from .config import ConfigError, integer
-from .services import DEFAULT_PORTS, SERVICES, native_url
+from .services import DEFAULT_PORTS, RESPONDER, SERVICES, native_url
+
+STARTABLE = (*SERVICES, RESPONDER)
 
 APPS_DIR = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180  # the first start seeds a quarter of a million orders
@@ -84,7 +87,7 @@ def service_env(service: str, ports: Mapping[str, int], data_dir: Path, environ:
     env.setdefault("SHOP_ENV", "dev")
     env["DATA_DIR"] = str(data_dir / service)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(APPS_DIR), environ.get("PYTHONPATH")]))
-    for dependency in ("auth", "catalog", "payment"):
+    for dependency in SERVICES:  # checkout calls three of them, the responder all four
         env.setdefault(f"{dependency.upper()}_URL", native_url(dependency, ports[dependency]))
     if not any(k in environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         # Natively there is no Tempo on localhost unless you say so; don't retry into the void.
@@ -117,12 +120,12 @@ class Supervisor:
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
     ) -> None:
-        unknown = sorted(set(services) - set(SERVICES))
+        unknown = sorted(set(services) - set(STARTABLE))
         if unknown or not services:
-            raise ValueError(f"unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(SERVICES)}")
+            raise ValueError(f"unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(STARTABLE)}")
         self.data_dir = data_dir
-        # Every service has a port, started or not: checkout's dependency URLs name all three.
-        self.ports = dict(ports) if ports is not None else dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+        # Every service has a port, started or not: the dependency URLs name them all.
+        self.ports = dict(ports) if ports is not None else dict(zip(STARTABLE, free_ports(len(STARTABLE)), strict=True))
         self.services = tuple(services)
         self.environ = dict(os.environ if environ is None else environ)
         self.stdout = stdout
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m shoplib.supervisor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="one folder per service (default: data)")
-    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset to start")
+    parser.add_argument("--services", default=",".join(STARTABLE), help="comma-separated subset to start")
     args = parser.parse_args(argv)
     services = [s.strip() for s in args.services.split(",") if s.strip()]
     try:
