@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -175,6 +176,22 @@ def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_tick
     for victim_page in (("RouteSlowerThanUsual", "page"), ("CheckoutLatencyBudgetBurn", "page")):
         assert states[victim_page]["state"] == "suppressed" and states[victim_page]["inhibitedBy"]
     assert states[("CheckoutLatencyBudgetBurn", "ticket")]["state"] == "active"
+
+
+def test_a_fast_burn_page_waits_for_the_dependency_page_that_explains_it(sink, responder_sink, alertmanager):
+    """The SLO page fires first (a young lab's 1 h window is short); payment's page follows 12 s later, inside
+    the SLO route's 30 s group_wait, and holds it back: only payment is paged."""
+    _url, log = sink
+    _responder_url, responder_log = responder_sink
+    assert requests.post(alertmanager, json=[page("CheckoutErrorBudgetBurn", "checkout", long_window="1h")]).ok
+    time.sleep(12)  # longer than the default 10 s group_wait: without the SLO route's own, it would be out
+    assert requests.post(alertmanager, json=[page("HighErrorRate", "payment")], timeout=5).ok
+    poll_until(lambda: _lines(responder_log), timeout=30, what="payment's page at the responder")
+    time.sleep(25)  # past the SLO route's 30 s group_wait
+    for lines in (log, responder_log):
+        assert {(e["alertname"], e["labels"]["service"]) for e in _lines(lines) if "alertname" in e} == {
+            ("HighErrorRate", "payment")
+        }
 
 
 def test_checkouts_dependencies_in_the_inhibit_rule_are_the_ones_compose_wires():
