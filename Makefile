@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis bench-detection clean
+.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios clean
 
 help:
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench     the native shop's capacity and Locust's CPU per request vs bench/baseline.json (minutes)"
 	@echo "make bench-diagnosis  shoplab diagnose's accuracy and speed on every drill, under traffic (about 30 min)"
 	@echo "make bench-detection  time to alert and who is paged for every drill, then a healthy peak hour (about 70 min)"
+	@echo "make bench-scenarios  every game day (bad release, canary, missing index, lock contention) with timings (about 20 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
 # The project itself is installed editable: apps/ on the path for tests and benchmarks, and .venv/bin/shoplab.
@@ -68,6 +69,9 @@ bench-diagnosis: $(BIN)/.installed
 
 bench-detection: $(BIN)/.installed
 	$(BIN)/python bench/detection.py $(BENCH_ARGS)
+
+bench-scenarios: $(BIN)/.installed
+	$(BIN)/python bench/scenarios.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

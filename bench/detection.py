@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the Prometheus and Alertmanager launc
 
 from incident.drills import Drill, SupervisedShop, Traffic, catalogue  # noqa: E402
 from prom import Alertmanager, Prometheus  # noqa: E402
+from shoplib.db import parse_timestamp  # noqa: E402
 from shoplib.services import SERVICES  # noqa: E402
 from shoplib.supervisor import Supervisor, free_ports, poll_until  # noqa: E402
 
@@ -81,7 +82,8 @@ def pages(sink_log: Path, since: float) -> list[Page]:
         service = entry.get("labels", {}).get("service")
         if entry.get("message") == "alert" and entry.get("status") == "firing" and service in SERVICES:
             moment = datetime.fromisoformat(entry["timestamp"]).timestamp()
-            if moment >= since:
+            # Alertmanager resends a group's older alerts with each new one: only those that began since count.
+            if moment >= since and parse_timestamp(entry["starts_at"]).timestamp() >= since:
                 found.append(Page(entry["alertname"], service, moment))
     return found
 
@@ -94,7 +96,9 @@ def watch(drill: Drill, target: Supervisor, prometheus: str, sink_log: Path, wat
     page_service = "-"
     try:
         while time.time() - started < watch_s and (first is None or page_seconds is None):
-            if first is None and (firing := shop_alerts(prometheus)):
+            # Alerts still firing from an earlier drill (a 1 h SLO window remembers) are not this drill's.
+            firing = [a for a in shop_alerts(prometheus) if parse_timestamp(a["activeAt"]).timestamp() >= started]
+            if first is None and firing:
                 # The earliest to become active: RFC 3339 times of one Prometheus sort as text.
                 first, seconds = min(firing, key=lambda alert: alert["activeAt"]), time.time() - started
             if page_seconds is None and (delivered := pages(sink_log, started)):

@@ -8,99 +8,25 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
 
-from backend_doubles import BackendDouble
-from otlp_receiver import OtlpReceiver
-from prom import Alertmanager, Prometheus
-from shop import ShopUnderTest, poll_until, python
-from shoplib.services import RESPONDER
-from shoplib.supervisor import Supervisor, free_ports
+from native_lab import NativeLab, native_lab, running_responder
+from shop import poll_until, python
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Lab:
-    shop: ShopUnderTest
-    responder: str
-    prometheus: Prometheus
-    alertmanager: Alertmanager
-    env: dict[str, str]  # what `shoplab` needs to find this lab
-
-    def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.shop.login('admin')}"}
-
-    def release(self, service: str) -> dict:
-        return requests.get(self.shop.url(service, "/admin/release"), headers=self.admin(), timeout=5).json()
-
-
-@contextmanager
-def running_responder(workdir: Path, shop: ShopUnderTest, env: dict[str, str], port: int | None = None):
-    """The responder as a real process beside `shop`; yields its URL."""
-    port = port or free_ports(1)[0]
-    stdout = workdir / f"responder-{port}.stdout"
-    with stdout.open("wb") as out:
-        responder = Supervisor(
-            workdir / f"responder-{port}",
-            {**shop.ports, RESPONDER: port},
-            services=(RESPONDER,),
-            environ={**shop.supervisor.environ, **env},
-            stdout=out,
-        ).start()
-    try:
-        assert responder.wait_ready(60), stdout.read_text()[-3000:]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        assert responder.stop() == 0
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    workdir = tmp_path_factory.mktemp("responder-lab")
-    receiver = OtlpReceiver().start()
-    tempo, loki = BackendDouble("tempo", receiver).start(), BackendDouble("loki", receiver).start()
-    shop = ShopUnderTest(
-        workdir,
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_LOGS_EXPORTER": "otlp",
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "OTEL_BLRP_SCHEDULE_DELAY": "200",
-            "SEED_ORDERS": "2000",
-        },
-    ).start()
-    (sink_port,) = free_ports(1)
-    responder_port = free_ports(1)[0]
-    alertmanager = Alertmanager(
-        workdir, f"http://127.0.0.1:{sink_port}/alerts", f"http://127.0.0.1:{responder_port}/alerts"
-    ).start()
-    prometheus = Prometheus(workdir, shop.ports, alertmanager=alertmanager.address).start()
-    backends = {"PROMETHEUS_URL": prometheus.url, "TEMPO_URL": tempo.url, "LOKI_URL": loki.url}
-    auto = {**backends, "RESPONDER_MODE": "auto", "CANARY_INTERVAL_S": "0"}
-    with running_responder(workdir, shop, auto, responder_port) as responder_url:
-        env = {
-            **backends,
-            "ALERTMANAGER_URL": f"http://{alertmanager.address}",
-            "RESPONDER_URL": responder_url,
-            **{f"{service.upper()}_URL": url for service, url in shop.urls.items()},
-        }
-        yield Lab(shop, responder_url, prometheus, alertmanager, env)
-    prometheus.stop()
-    alertmanager.stop()
-    assert shop.stop() == 0
-    for double in (tempo, loki):
-        double.stop()
-    receiver.stop()
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeLab]:
+    with native_lab(tmp_path_factory.mktemp("responder-lab"), {"RESPONDER_MODE": "auto"}) as running:
+        yield running
 
 
-def test_a_bad_payment_release_is_paged_diagnosed_and_rolled_back_on_its_own(lab: Lab) -> None:
+def test_a_bad_payment_release_is_paged_diagnosed_and_rolled_back_on_its_own(lab: NativeLab) -> None:
     result = python("-m", "incident.cli", "scenario", "run", "payment-bad-release", "--json", env=lab.env, timeout=600)
     verdict = json.loads(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -144,13 +70,13 @@ def page(service: str, fingerprint: str, status: str = "firing") -> dict:
     }
 
 
-def test_resent_webhooks_make_one_incident_and_one_action(lab: Lab, tmp_path: Path) -> None:
+def test_resent_webhooks_make_one_incident_and_one_action(lab: NativeLab, tmp_path: Path) -> None:
     """A responder of its own (the lab's has rolled payment back already, and its cooldown would hold)."""
     with running_responder(tmp_path, lab.shop, {**lab.env, "CANARY_INTERVAL_S": "0"}) as responder:
         resend_and_check(lab, responder)
 
 
-def resend_and_check(lab: Lab, responder: str) -> None:
+def resend_and_check(lab: NativeLab, responder: str) -> None:
     url = lab.shop.url("payment", "/admin/release")
     assert requests.put(url, json={"version": "2.5.0"}, headers=lab.admin(), timeout=5).status_code == 200
     body = page("payment", uuid.uuid4().hex[:16])
@@ -181,7 +107,7 @@ def resend_and_check(lab: Lab, responder: str) -> None:
     requests.post(f"{url}/rollback", headers=lab.admin(), timeout=5)
 
 
-def test_in_suggest_mode_the_responder_changes_nothing(lab: Lab, tmp_path: Path) -> None:
+def test_in_suggest_mode_the_responder_changes_nothing(lab: NativeLab, tmp_path: Path) -> None:
     suggest = {**lab.env, "RESPONDER_MODE": "suggest", "CANARY_INTERVAL_S": "0"}
     with running_responder(tmp_path, lab.shop, suggest) as url:
         admin = lab.admin()
