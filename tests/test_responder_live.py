@@ -54,6 +54,16 @@ def test_a_bad_payment_release_is_paged_diagnosed_and_rolled_back_on_its_own(lab
     poll_until(payment_pages_resolved, timeout=180, what="Alertmanager's resolved notifications for payment")
 
 
+def acted_on(responder: str, incident_id: str) -> dict:
+    """The incident once the responder has decided what to do about it."""
+
+    def decided() -> dict | None:
+        incident = requests.get(f"{responder}/incidents/{incident_id}", timeout=5).json()
+        return incident if incident["action"] else None
+
+    return poll_until(decided, timeout=60, what=f"the responder's decision on incident {incident_id}")
+
+
 def page(service: str, fingerprint: str, status: str = "firing") -> dict:
     return {
         "version": "4",
@@ -84,11 +94,7 @@ def resend_and_check(lab: NativeLab, responder: str) -> None:
     assert [a.status_code for a in answers] == [202, 202, 202]
     (incident_id,) = answers[0].json()["opened"]
     assert answers[1].json()["repeated"] == [incident_id] == answers[2].json()["repeated"]
-    done = poll_until(
-        lambda: (i := requests.get(f"{responder}/incidents/{incident_id}", timeout=5).json())["action"] and i,
-        timeout=60,
-        what="the responder's action",
-    )
+    done = acted_on(responder, incident_id)
     assert done["action"]["kind"] == "rollback" and done["action"]["outcome"] == "done"
     state = lab.release("payment")
     assert state["stable"]["version"] == "2.4.0"
@@ -97,11 +103,7 @@ def resend_and_check(lab: NativeLab, responder: str) -> None:
     assert requests.put(url, json={"version": "2.5.0"}, headers=lab.admin(), timeout=5).status_code == 200
     second = requests.post(f"{responder}/alerts", json=page("payment", uuid.uuid4().hex[:16]), timeout=10)
     (second_id,) = second.json()["opened"]
-    skipped = poll_until(
-        lambda: (i := requests.get(f"{responder}/incidents/{second_id}", timeout=5).json())["action"] and i,
-        timeout=60,
-        what="the responder's decision",
-    )
+    skipped = acted_on(responder, second_id)
     assert skipped["action"]["outcome"] == "skipped" and "cooldown" in skipped["action"]["detail"]
     assert lab.release("payment")["stable"]["version"] == "2.5.0"
     requests.post(f"{url}/rollback", headers=lab.admin(), timeout=5)
@@ -115,11 +117,7 @@ def test_in_suggest_mode_the_responder_changes_nothing(lab: NativeLab, tmp_path:
         assert requests.put(release_url, json={"version": "1.9.0"}, headers=admin, timeout=5).status_code == 200
         opened = requests.post(f"{url}/alerts", json=page("checkout", uuid.uuid4().hex[:16]), timeout=10)
         (incident_id,) = opened.json()["opened"]
-        incident = poll_until(
-            lambda: (i := requests.get(f"{url}/incidents/{incident_id}", timeout=5).json())["action"] and i,
-            timeout=60,
-            what="the suggestion",
-        )
+        incident = acted_on(url, incident_id)
         assert incident["action"]["kind"] == "suggest"
         assert "shoplab rollback checkout" in incident["action"]["detail"]
         assert lab.release("checkout")["stable"]["version"] == "1.9.0"
