@@ -3,6 +3,7 @@ and visible in every RED metric. Each service's later release changes behaviour 
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import uuid
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from conftest import bearer
-from shop import GOOD_CARD, poll_until
+from shop import GOOD_CARD, poll_until, python
 
 SERVICES_AND_RELEASES = {
     "catalog": ("1.3.0", "1.4.0"),
@@ -261,3 +262,24 @@ def test_spans_and_log_records_say_which_release_served_them(shop, otlp, admin_t
     assert {next(iter(found)) for found in seen.values()} == {"1.3.0", "1.4.0"}
     printed = {line["trace_id"]: line["service.version"] for line in shop.logs(message="request") if "trace_id" in line}
     assert {printed[t] for t in traces} == {"1.3.0", "1.4.0"}
+
+
+@pytest.mark.integration
+def test_shoplab_deploys_lists_and_rolls_back_through_the_admin_endpoints(shop):
+    env = {f"{service.upper()}_URL": shop.url(service) for service in shop.urls}
+
+    def shoplab(*args):
+        return python("-m", "incident.cli", *args, env=env)
+
+    deployed = shoplab("deploy", "catalog", "1.4.0", "--canary", "20")
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.strip() == "catalog: stable 1.3.0, canary 1.4.0 on 20%"
+    listed = json.loads(shoplab("releases", "--json").stdout)
+    assert listed["unreachable"] == [] and listed["releases"]["catalog"]["canary"]["percent"] == 20
+    assert shoplab("rollback", "catalog", "--reason", "test").stdout.strip() == "catalog: stable 1.3.0"
+    again = shoplab("rollback", "catalog")
+    assert again.returncode == 1 and "409" in again.stderr and "Traceback" not in again.stderr
+    unknown = shoplab("deploy", "catalog", "7.0.0")
+    assert unknown.returncode == 1 and "version: unknown release" in unknown.stderr
+    gone = python("-m", "incident.cli", "releases", env={**env, "PAYMENT_URL": "http://127.0.0.1:9"})
+    assert gone.returncode == 2 and "payment: no answer" in gone.stderr
