@@ -70,7 +70,9 @@ def test_a_page_opens_one_incident_however_often_it_is_resent_and_tickets_are_ig
     [
         (Track(requests=5, errors=5), Track(requests=100), "waiting"),
         (Track(requests=40, errors=6), Track(requests=400, errors=4), "failing"),  # 15% vs 1%
-        (Track(requests=40, errors=2), Track(requests=400), "healthy"),  # too few errors to judge them
+        (Track(requests=15, errors=2), Track(requests=400), "failing"),  # p = 0.3% at stable's 0.5% floor
+        (Track(requests=40, errors=1), Track(requests=400), "healthy"),  # one error is chance (p = 18%)
+        (Track(requests=40, errors=3), Track(requests=400, errors=20), "healthy"),  # 7.5% vs 5%: not 5 points
         (Track(requests=40, errors=1), Track(requests=400, errors=8), "healthy"),
         (Track(requests=40, p95_s=0.4), Track(requests=400, p95_s=0.1), "failing"),
         (Track(requests=40, p95_s=0.14), Track(requests=400, p95_s=0.1), "healthy"),  # within twice

@@ -6,6 +6,7 @@ its requests moves the service's error ratio by about 1.5 points, under what pag
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from .metrics import ACTIONS
 
 _log = logging.getLogger("responder")
 MIN_REQUESTS = 10  # canary requests before a check counts either way
-ERROR_MARGIN = 0.05  # canary error ratio above stable's by more than this fails a check
-MIN_ERRORS = 3
+ERROR_MARGIN = 0.05  # canary error ratio above stable's by more than this fails a check...
+ERROR_FLOOR = 0.005  # ...when that many errors are unlikely (p < 1%) at stable's ratio, or at least this one
+SIGNIFICANCE = 0.01
 LATENCY_RATIO, LATENCY_FLOOR_S = 2.0, 0.05  # canary p95 above twice stable's and 50 ms more fails a check
 
 
@@ -45,7 +47,7 @@ def judge(canary: Track, stable: Track) -> Verdict:
     """One check of a canary against the stable release over the same window."""
     if canary.requests < MIN_REQUESTS:
         return Verdict("waiting", f"{canary.requests:.0f} canary requests so far; waiting for {MIN_REQUESTS}")
-    if canary.errors >= MIN_ERRORS and canary.error_ratio > stable.error_ratio + ERROR_MARGIN:
+    if canary.error_ratio > stable.error_ratio + ERROR_MARGIN and _unlikely(canary, stable.error_ratio):
         return Verdict(
             "failing",
             f"canary {canary.error_ratio:.1%} server errors vs stable {stable.error_ratio:.1%} "
@@ -63,6 +65,16 @@ def judge(canary: Track, stable: Track) -> Verdict:
         f"canary {canary.error_ratio:.1%} errors, stable {stable.error_ratio:.1%}; "
         f"{canary.requests:.0f} canary requests",
     )
+
+
+def _unlikely(canary: Track, stable_ratio: float) -> bool:
+    """Whether the canary's errors would be this many less than 1% of the time at stable's error ratio: the
+    binomial tail P(X >= errors) for n = requests. A canary serves few requests, and two failures in twenty
+    are a signal where two in two thousand are not."""
+    n, k = round(canary.requests), round(canary.errors)
+    p = max(stable_ratio, ERROR_FLOOR)
+    below = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(min(k, n + 1)))
+    return 1 - below < SIGNIFICANCE
 
 
 def measure(prometheus: Backends, service: str, window_s: int, at: float) -> dict[str, Track]:
