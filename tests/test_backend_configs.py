@@ -99,7 +99,7 @@ def test_loki_config_has_no_keys_loki_3_removed():
 
 
 @pytest.mark.integration
-def test_alertmanager_config_passes_amtool_and_routes_to_the_lab_sink():
+def test_alertmanager_config_passes_amtool_and_posts_to_the_lab_sink_and_the_responder():
     result = subprocess.run(
         [binary("amtool"), "check-config", str(REPO / "alertmanager" / "alertmanager.yml")],
         capture_output=True,
@@ -108,10 +108,12 @@ def test_alertmanager_config_passes_amtool_and_routes_to_the_lab_sink():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     config = load("alertmanager/alertmanager.yml")
-    (receiver,) = config["receivers"]
-    (webhook,) = receiver["webhook_configs"]
-    assert config["route"]["receiver"] == receiver["name"] and webhook["send_resolved"] is True
-    assert webhook["url"] == "http://alert-sink:8080/alerts" and "alert-sink" in services()
+    webhooks = {receiver["name"]: receiver["webhook_configs"] for receiver in config["receivers"]}
+    assert set(webhooks) == {"alert-sink", "responder"} and config["route"]["receiver"] == "alert-sink"
+    for name, (webhook,) in webhooks.items():
+        # Both in compose, listening on 8080; both hear when an alert resolves (the responder closes incidents).
+        assert webhook["url"] == f"http://{name}:8080/alerts" and name in services()
+        assert webhook["send_resolved"] is True
     assert _mounted("alertmanager", "--config.file=") == "alertmanager/alertmanager.yml"
 
 
