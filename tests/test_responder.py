@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from incident import cli
 from responder.canary import Track, judge
+from shoplib.supervisor import free_ports
 
 FIRING = {
     "status": "firing",
@@ -81,3 +83,14 @@ def test_a_page_opens_one_incident_however_often_it_is_resent_and_tickets_are_ig
 )
 def test_a_canary_check_compares_the_canary_with_stable(canary, stable, state):
     assert judge(canary, stable).state == state
+
+
+def test_a_scenario_against_a_lab_that_does_not_answer_exits_2_naming_what_is_missing(monkeypatch, capsys):
+    closed = free_ports(1)[0]
+    for name in ("PROMETHEUS_URL", "ALERTMANAGER_URL", "RESPONDER_URL", "PAYMENT_URL"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("SHOPLAB_ADMIN_TOKEN", "unused")
+    assert cli.main(["scenario", "run", "payment-bad-release", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "the lab does not answer" in err and "responder (" in err and "payment (" in err
