@@ -52,9 +52,10 @@ class Responder:
             if alert["labels"].get("severity") != "page":
                 continue
             if alert["status"] == "resolved":
-                incident = self.store.resolve(alert["fingerprint"], alert["startsAt"])
+                incident, changed = self.store.resolve(alert["fingerprint"], alert["startsAt"])
                 if incident is not None:
                     resolved.append(incident["id"])
+                if incident is not None and changed:  # Alertmanager resends resolutions too
                     _log.info("incident_resolved", extra=_fields(incident))
                 continue
             incident, created = self.store.open(alert)

@@ -74,9 +74,10 @@ class IncidentStore:
             created = False
         return self._by_alert(alert["fingerprint"], alert["startsAt"]), created
 
-    def resolve(self, fingerprint: str, fired_at: str) -> dict[str, Any] | None:
-        """Mark the incident of a resolved alert; None when the responder never saw it fire."""
-        self.db.execute_count(
+    def resolve(self, fingerprint: str, fired_at: str) -> tuple[dict[str, Any] | None, bool]:
+        """Mark the incident of a resolved alert: (incident, whether this call resolved it); None when the
+        responder never saw it fire."""
+        changed = self.db.execute_count(
             "incidents.resolve",
             "UPDATE incidents SET status = 'resolved', resolved_at = ? "
             "WHERE fingerprint = ? AND fired_at = ? AND status = 'firing'",
@@ -87,7 +88,7 @@ class IncidentStore:
             f"SELECT {_COLUMNS} FROM incidents WHERE fingerprint = ? AND fired_at = ?",
             (fingerprint, fired_at),
         )
-        return _incident(rows[0]) if rows else None
+        return (_incident(rows[0]) if rows else None), changed > 0
 
     def diagnosed(
         self, incident_id: str, diagnosis: dict[str, Any], service: str | None, operation: str | None
