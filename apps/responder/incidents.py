@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from shoplib.db import Database, utc_timestamp
+from shoplib.db import Database, must_exist, utc_timestamp
 
 _COLUMNS = (
     "id, fingerprint, alertname, service, labels, annotations, status, fired_at, received_at, diagnosed_at, "
@@ -72,7 +72,8 @@ class IncidentStore:
             created = True
         except sqlite3.IntegrityError:
             created = False
-        return self._by_alert(alert["fingerprint"], alert["startsAt"]), created
+        incident = must_exist(self._by_alert(alert["fingerprint"], alert["startsAt"]), "the incident")
+        return incident, created
 
     def resolve(self, fingerprint: str, fired_at: str) -> tuple[dict[str, Any] | None, bool]:
         """Mark the incident of a resolved alert: (incident, whether this call resolved it); None when the
@@ -83,12 +84,7 @@ class IncidentStore:
             "WHERE fingerprint = ? AND fired_at = ? AND status = 'firing'",
             (utc_timestamp(), fingerprint, fired_at),
         )
-        rows = self.db.execute(
-            "incidents.get_by_alert",
-            f"SELECT {_COLUMNS} FROM incidents WHERE fingerprint = ? AND fired_at = ?",
-            (fingerprint, fired_at),
-        )
-        return (_incident(rows[0]) if rows else None), changed > 0
+        return self._by_alert(fingerprint, fired_at), changed > 0
 
     def diagnosed(
         self, incident_id: str, diagnosis: dict[str, Any], service: str | None, operation: str | None
@@ -132,13 +128,13 @@ class IncidentStore:
         )
         return [_incident(row) for row in rows]
 
-    def _by_alert(self, fingerprint: str, fired_at: str) -> dict[str, Any]:
+    def _by_alert(self, fingerprint: str, fired_at: str) -> dict[str, Any] | None:
         rows = self.db.execute(
             "incidents.get_by_alert",
             f"SELECT {_COLUMNS} FROM incidents WHERE fingerprint = ? AND fired_at = ?",
             (fingerprint, fired_at),
         )
-        return _incident(rows[0])
+        return _incident(rows[0]) if rows else None
 
 
 def _incident(row: sqlite3.Row) -> dict[str, Any]:
