@@ -54,6 +54,7 @@ class Detection:
     seconds: float | None  # to the first shop alert firing in Prometheus
     page_service: str
     page_seconds: float | None  # to the first page the sink received
+    checkout_names: str  # the `dependency` labels on checkout's alerts ("none": no label), or "-" if none fired
 
 
 def shop_alerts(prometheus: str) -> list[dict[str, str]]:
@@ -94,10 +95,17 @@ def watch(drill: Drill, target: Supervisor, prometheus: str, sink_log: Path, wat
     first: dict[str, str] | None = None
     seconds = page_seconds = None
     page_service = "-"
+    checkout_names: set[str] = set()
     try:
         while time.time() - started < watch_s and (first is None or page_seconds is None):
             # Alerts still firing from an earlier drill (a 1 h SLO window remembers) are not this drill's.
             firing = [a for a in shop_alerts(prometheus) if parse_timestamp(a["activeAt"]).timestamp() >= started]
+            # The SLO pages name no dependency by design: only the symptom alerts can.
+            checkout_names |= {
+                a.get("dependency", "none")
+                for a in firing
+                if a["service"] == "checkout" and "Budget" not in a["alertname"]
+            }
             if first is None and firing:
                 # The earliest to become active: RFC 3339 times of one Prometheus sort as text.
                 first, seconds = min(firing, key=lambda alert: alert["activeAt"]), time.time() - started
@@ -114,6 +122,7 @@ def watch(drill: Drill, target: Supervisor, prometheus: str, sink_log: Path, wat
         seconds,
         page_service,
         page_seconds,
+        ",".join(sorted(checkout_names)) or "-",
     )
 
 
@@ -194,7 +203,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Detection], l
             paged = f"{result.page_service} after {result.page_seconds:.0f} s" if result.page_seconds else "no page"
             print(
                 f"[{index:>2}/{len(drills)}] {drill.name:<22} first alert: {result.first_alert:<40} {took:>8}; "
-                f"paged: {paged}",
+                f"paged: {paged}; checkout names: {result.checkout_names}",
                 flush=True,
             )
         traffic.stop()
@@ -207,11 +216,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Detection], l
 
 
 def report(results: list[Detection], false_alarms: list[str] | None) -> None:
-    print(f"\n{'drill':<22} {'expected':<9} {'first alert':<42} {'s':>4}  {'paged':<9} {'s':>4}")
+    print(f"\n{'drill':<22} {'expected':<9} {'first alert':<42} {'s':>4}  {'paged':<9} {'s':>4}  checkout names")
     for r in results:
         seconds = f"{r.seconds:.0f}" if r.seconds is not None else "-"
         page_s = f"{r.page_seconds:.0f}" if r.page_seconds is not None else "-"
-        print(f"{r.drill:<22} {r.expected:<9} {r.first_alert:<42} {seconds:>4}  {r.page_service:<9} {page_s:>4}")
+        print(
+            f"{r.drill:<22} {r.expected:<9} {r.first_alert:<42} {seconds:>4}  {r.page_service:<9} {page_s:>4}  "
+            f"{r.checkout_names}"
+        )
     caught = [r.seconds for r in results if r.seconds is not None]
     right = sum(r.first_service == r.expected for r in results)
     right_page = sum(r.page_service == r.expected for r in results)
@@ -221,6 +233,10 @@ def report(results: list[Detection], false_alarms: list[str] | None) -> None:
     print(f"{'median s to the first alert':<32} {median:>8.0f} {TARGETS['median_seconds']:>8.0f}")
     print(f"{'right service alerted first':<32} {right / len(results):>8.0%} {TARGETS['right_first']:>8.0%}")
     print(f"{'right service paged first':<32} {right_page / len(results):>8.0%} {TARGETS['right_first']:>8.0%}")
+    # checkout's alerts name the culprit dependency, or none when checkout itself is at fault.
+    with_checkout = [r for r in results if r.checkout_names != "-"]
+    named = sum(r.checkout_names == (r.expected if r.expected != "checkout" else "none") for r in with_checkout)
+    print(f"{'checkout alerts naming it right':<32} {named:>5}/{len(with_checkout):<2}")
     if false_alarms is not None:
         print(f"{'alerts in the healthy peak hour':<32} {len(false_alarms):>8} {TARGETS['peak_alerts']:>8}")
         for alarm in false_alarms:

@@ -141,41 +141,52 @@ def page(alertname, service, **labels):
     }
 
 
-def test_a_dependency_that_pages_holds_back_checkouts_pages_but_not_its_slo_ticket(sink, responder_sink, alertmanager):
+def test_a_dependency_that_pages_holds_back_the_checkout_pages_it_explains_and_no_others(
+    sink, responder_sink, alertmanager
+):
     """Page the culprit, not the victims: payment's alert goes out, to the responder too; checkout's slowness on
-    the route it calls payment from and the fast budget burn it causes are held back from both receivers; the
-    slow-burn ticket still goes out to the sink."""
+    the route where its calls to payment are slow, and the fast budget burn, are held back from both receivers.
+    checkout's alerts that name no dependency, or another one, still page; the slow-burn ticket still goes out."""
     _url, log = sink
     _responder_url, responder_log = responder_sink
     culprit = page("RouteSlowerThanUsual", "payment", method="POST", route="/payments")
-    victim = page("RouteSlowerThanUsual", "checkout", method="POST", route="/orders")
+    victim = page("RouteSlowerThanUsual", "checkout", method="POST", route="/orders", dependency="payment")
+    own = page("RouteSlowerThanUsual", "checkout", method="GET", route="/orders")
+    other = page("RouteFailingMoreThanUsual", "checkout", method="GET", route="/orders", dependency="auth")
     fast_burn = page("CheckoutLatencyBudgetBurn", "checkout", long_window="1h")
     slow_burn = page("CheckoutLatencyBudgetBurn", "checkout", long_window="6h")
     slow_burn["labels"]["severity"] = "ticket"
-    assert requests.post(alertmanager, json=[culprit, victim, fast_burn, slow_burn], timeout=5).ok
+    assert requests.post(alertmanager, json=[culprit, victim, own, other, fast_burn, slow_burn], timeout=5).ok
 
     def sent(lines):
         return {
-            (e["alertname"], e["labels"]["service"], e["labels"]["severity"])
+            (e["alertname"], e["labels"]["service"], e["labels"].get("route"), e["labels"]["severity"])
             for e in _lines(lines)
             if e.get("status") == "firing"
         }
 
-    expected = {("RouteSlowerThanUsual", "payment", "page"), ("CheckoutLatencyBudgetBurn", "checkout", "ticket")}
-    poll_until(
-        lambda: sent(log) >= expected and sent(responder_log),
-        timeout=40,
-        what="the culprit's page and checkout's slow-burn ticket at the sink, the page at the responder",
-    )
-    assert {(name, sev) for name, service, sev in sent(log) if service == "checkout"} == {
-        ("CheckoutLatencyBudgetBurn", "ticket")
+    expected = {
+        ("RouteSlowerThanUsual", "payment", "/payments", "page"),
+        ("RouteSlowerThanUsual", "checkout", "/orders", "page"),
+        ("RouteFailingMoreThanUsual", "checkout", "/orders", "page"),
+        ("CheckoutLatencyBudgetBurn", "checkout", None, "ticket"),
     }
-    assert sent(responder_log) == {("RouteSlowerThanUsual", "payment", "page")}
+    poll_until(
+        lambda: sent(log) >= expected and len(sent(responder_log)) >= 3,
+        timeout=40,
+        what="the culprit's page, checkout's own pages and its slow-burn ticket at the sink and the responder",
+    )
+    assert sent(log) == expected
+    assert sent(responder_log) == {entry for entry in expected if entry[3] == "page"}
     held = requests.get(alertmanager, params={"filter": 'service="checkout"', "inhibited": "true"}, timeout=5).json()
-    states = {(a["labels"]["alertname"], a["labels"]["severity"]): a["status"] for a in held}
-    for victim_page in (("RouteSlowerThanUsual", "page"), ("CheckoutLatencyBudgetBurn", "page")):
+    states = {
+        (a["labels"]["alertname"], a["labels"].get("dependency"), a["labels"]["severity"]): a["status"] for a in held
+    }
+    for victim_page in (("RouteSlowerThanUsual", "payment", "page"), ("CheckoutLatencyBudgetBurn", None, "page")):
         assert states[victim_page]["state"] == "suppressed" and states[victim_page]["inhibitedBy"]
-    assert states[("CheckoutLatencyBudgetBurn", "ticket")]["state"] == "active"
+    for still_paging in (("RouteSlowerThanUsual", None, "page"), ("RouteFailingMoreThanUsual", "auth", "page")):
+        assert states[still_paging]["state"] == "active"
+    assert states[("CheckoutLatencyBudgetBurn", None, "ticket")]["state"] == "active"
 
 
 def test_a_fast_burn_page_waits_for_the_dependency_page_that_explains_it(sink, responder_sink, alertmanager):
@@ -194,15 +205,21 @@ def test_a_fast_burn_page_waits_for_the_dependency_page_that_explains_it(sink, r
         }
 
 
-def test_checkouts_dependencies_in_the_inhibit_rule_are_the_ones_compose_wires():
-    (rule,) = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())["inhibit_rules"]
+def test_checkouts_dependencies_in_the_inhibit_rules_are_the_ones_compose_wires():
+    """One rule per dependency (its page holds back checkout's alerts naming it) and one for the SLO pages."""
+    rules = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())["inhibit_rules"]
     wired = {
         name.removesuffix("_URL").lower()
         for name in yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["checkout"]["environment"]
         if name.endswith("_URL") and name.removesuffix("_URL") in ("AUTH", "CATALOG", "PAYMENT")
     }
-    assert rule["source_matchers"][0] == f'service=~"{"|".join(sorted(wired))}"'
-    assert rule["target_matchers"][0] == 'service="checkout"'
+    named = {}
+    for rule in rules[:-1]:
+        (source,) = [m for m in rule["source_matchers"] if m.startswith("service=")]
+        named[source] = rule["target_matchers"]
+    assert named == {f'service="{d}"': ['service="checkout"', 'severity="page"', f'dependency="{d}"'] for d in wired}
+    assert rules[-1]["source_matchers"][0] == f'service=~"{"|".join(sorted(wired))}"'
+    assert rules[-1]["target_matchers"][:2] == ['service="checkout"', 'severity="page"']
 
 
 def _receivers(alertmanager, alertname):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import socket
 import threading
 
+import flask
 import pytest
+from prometheus_client import REGISTRY
 
 from checkout.clients import Downstream
 from shoplib.errors import Problem
@@ -70,3 +72,24 @@ def test_a_dependency_that_is_down_is_a_503():
     with pytest.raises(Problem) as problem:
         Downstream("auth", f"http://127.0.0.1:{port}", timeout_s=1).call("GET", "/verify", bearer="t")
     assert problem.value.status == 503
+
+
+def _calls(route: str, dependency: str, status_code: str) -> float:
+    labels = {"service": "checkout", "method": "POST", "route": route, "dependency": dependency}
+    labels["status_code"] = status_code
+    return REGISTRY.get_sample_value("http_client_request_duration_seconds_count", labels) or 0.0
+
+
+def test_each_call_is_timed_under_the_route_being_served_and_its_outcome():
+    """An alert on one of checkout's routes names the dependency through these series."""
+    app = flask.Flask(__name__)
+    app.add_url_rule("/orders/<order_id>", view_func=lambda order_id: "", methods=["POST"])
+    answering, silent = DroppingServer(drops=0), DroppingServer(drops=0, silent=True)
+    route = "/orders/<order_id>"
+    before_ok, before_timeout = _calls(route, "catalog", "200"), _calls(route, "payment", "timeout")
+    with app.test_request_context("/orders/o-1", method="POST"):
+        Downstream("catalog", answering.url, timeout_s=2).call("POST", "/reservations", bearer="t", json={})
+        with pytest.raises(Problem):
+            Downstream("payment", silent.url, timeout_s=0.2).call("POST", "/payments", bearer="t", json={})
+    assert _calls(route, "catalog", "200") == before_ok + 1
+    assert _calls(route, "payment", "timeout") == before_timeout + 1

@@ -204,7 +204,8 @@ def _threshold_steps(panel):
 
 def _alert_threshold(name):
     (rule,) = [r for r in RULES if r.get("alert") == name]
-    return float(re.search(r">\s*([\d.]+)\s*$", rule["expr"].strip()).group(1))
+    # The first comparison closes the alert's condition; any later one is in the part naming a dependency.
+    return float(re.search(r">\s*([\d.]+)\s*(?:\)|$)", rule["expr"].strip()).group(1))
 
 
 def test_thresholds_match_the_alert_rules():

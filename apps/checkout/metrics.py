@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 ORDER_OUTCOMES = ("paid", "declined", "rejected", "failed")
 ORDERS = Counter("orders_total", "Orders placed, by outcome: paid, declined, rejected or failed.", ["status"])
 for _status in ORDER_OUTCOMES:
     ORDERS.labels(_status)
+
+DEPENDENCY_CALLS = Histogram(
+    "http_client_request_duration_seconds",
+    "Time checkout waited on a call to a dependency, by the route being served (method, route), the dependency, "
+    "and its status code, or timeout / unreachable when it gave none.",
+    ["service", "method", "route", "dependency", "status_code"],
+    unit="seconds",
+)

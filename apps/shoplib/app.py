@@ -154,8 +154,7 @@ def _after_request(response: Response) -> Response:
     if _is_infra():
         return response
     seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    method = request.method if request.method in metrics.KNOWN_METHODS else "OTHER"
+    method, route = metrics.request_route()
     version = g.release.version if "release" in g else current_version()
     metrics.HTTP_REQUEST_DURATION.labels(_service(), method, route, str(response.status_code), version).observe(
         seconds, exemplar=metrics.trace_exemplar()

@@ -5,7 +5,7 @@ Labels are bounded: route is the URL rule template, never the raw path; ids neve
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response, has_request_context, request
 from opentelemetry import trace
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -39,6 +39,15 @@ TELEMETRY_EXPORTED = Counter(
 )
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def request_route() -> tuple[str, str]:
+    """(method, route template) of the request being served, as the route label records them; a call made
+    outside any request (a background job) is ("", "none")."""
+    if not has_request_context():
+        return "", "none"
+    method = request.method if request.method in KNOWN_METHODS else "OTHER"
+    return method, request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
 def trace_exemplar() -> dict[str, str] | None:
