@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios clean
+.PHONY: help up test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios clean
 
 help:
+	@echo "make up        the whole lab in Docker, healthy, then what to open and where the passwords are"
 	@echo "make test      lint + every test (creates $(VENV) on first use)"
 	@echo "make unit      the in-process tests only (seconds): no services, Prometheus, Locust or other processes"
 	@echo "make services  the four shop services natively on 127.0.0.1:8081-8084, in the foreground"
@@ -17,6 +18,12 @@ help:
 	@echo "make bench-detection  time to alert and who is paged for every drill, then a healthy peak hour (about 70 min)"
 	@echo "make bench-scenarios  every game day (bad release, canary, missing index, lock contention) with timings (about 20 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
+
+# Nothing to edit first: compose's lab-init generates the secrets (a value in .env wins). The welcome comes from
+# the same script, in the same image, so it needs nothing on this machine but Docker.
+up:
+	docker compose up -d --wait
+	@docker compose run --rm --no-deps lab-init welcome
 
 # The project itself is installed editable: apps/ on the path for tests and benchmarks, and .venv/bin/shoplab.
 $(BIN)/.installed: apps/requirements.txt requirements-dev.txt pyproject.toml
@@ -50,7 +57,7 @@ LOCUST_UI ?= http://127.0.0.1:8089
 
 load: $(BIN)/.installed
 	@dir=reports/load-$$(date +%Y%m%d-%H%M%S) && mkdir -p $$dir && echo "reports in $$dir/" && \
-	$(BIN)/locust -f locustfiles/shoppers.py --headless --only-summary --shape $(SHAPE) $(LOCUST_ARGS) \
+	$(BIN)/locust -f locustfiles/locustfile.py --headless --only-summary --shape $(SHAPE) $(LOCUST_ARGS) \
 		--csv $$dir/load --html $$dir/load.html
 
 peak-hour:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 from datetime import UTC, datetime
@@ -80,9 +81,14 @@ def main() -> int:
         return 2
     port = int(raw_port)
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    # As PID 1 in its container, an unhandled SIGTERM would be ignored and `docker compose stop` would wait 10 s
+    # to kill it. shutdown() waits for serve_forever() to return, so it must run off the main thread.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     log("listening", port=port)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+    server.server_close()
+    log("stopped")
     return 0
 
 

@@ -97,7 +97,10 @@ def watch(drill: Drill, target: Supervisor, prometheus: str, sink_log: Path, wat
     page_service = "-"
     checkout_names: set[str] = set()
     try:
-        while time.time() - started < watch_s and (first is None or page_seconds is None):
+        # After the first page, 20 s more: checkout's alerts (held back, or not) fire after the culprit's.
+        while time.time() - started < watch_s and (
+            first is None or page_seconds is None or time.time() - started < page_seconds + 20
+        ):
             # Alerts still firing from an earlier drill (a 1 h SLO window remembers) are not this drill's.
             firing = [a for a in shop_alerts(prometheus) if parse_timestamp(a["activeAt"]).timestamp() >= started]
             # The SLO pages name no dependency by design: only the symptom alerts can.
@@ -145,7 +148,7 @@ def peak_hour(shop: Supervisor, prometheus: str, minutes: float, workdir: Path) 
         "SHOP_AUTH_URL": shop.urls["auth"],
         "SHOP_PEAK_DURATION": f"{int(minutes * 60)}s",
     }
-    command = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "shoppers.py"), "--headless"]
+    command = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "locustfile.py"), "--headless"]
     command += ["--only-summary", "--shape", "PeakHourShape"]
     seen: dict[str, str] = {}
     with (workdir / "locust.log").open("wb") as log:

@@ -5,7 +5,7 @@
     python bench/load_capacity.py --compare-clients  # the same journeys on FastHttpUser and on HttpUser
 
 Starts its own shop (shoplib's Supervisor, as `make services` does, with fresh data and free ports) and one
-Locust process with the shop's journeys (locustfiles/shoppers.py), driven through Locust's web API: each step
+Locust process with the shop's journeys (locustfiles/locustfile.py), driven through Locust's web API: each step
 sets the number of users, lets them settle, resets the statistics, then measures for --step-seconds. Stepping
 stops at the first step with p95 >= 500 ms or any error (failures count from the change of users on, settling
 included); the answer is the best step before it. Locust's CPU comes from the kernel's accounting for its
@@ -40,7 +40,7 @@ from shoplib.supervisor import Supervisor, free_ports, poll_until
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = Path(__file__).with_name("baseline.json")
-SHOPPERS = REPO / "locustfiles" / "shoppers.py"
+SHOPPERS = REPO / "locustfiles" / "locustfile.py"
 REQUESTS_SHOPPER = Path(__file__).with_name("requests_shopper.py")
 P95_LIMIT_MS = 500
 SATURATED_CPU_PCT = 90  # above this the load generator, not the shop, may be what limits the rate

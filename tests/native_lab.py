@@ -15,9 +15,13 @@ import requests
 from backend_doubles import BackendDouble
 from otlp_receiver import OtlpReceiver
 from prom import Alertmanager, Prometheus
+from responder import DEV_RESPONDER_TOKEN
 from shop import ShopUnderTest, poll_until
 from shoplib.services import RESPONDER
 from shoplib.supervisor import Supervisor, free_ports
+
+# What Alertmanager sends the native responder (its dev-only token; compose generates one).
+PAGER = {"Authorization": f"Bearer {DEV_RESPONDER_TOKEN}"}
 
 
 @dataclass

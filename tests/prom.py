@@ -12,6 +12,7 @@ from typing import Any
 import requests
 import yaml
 
+from responder import DEV_RESPONDER_TOKEN as DEV_TOKEN
 from shop import REPO, poll_until
 from shoplib.supervisor import free_ports
 
@@ -114,12 +115,19 @@ class Alertmanager:
     to `webhook_url`, the responder's to `responder_url` (unset: a port nothing listens on, as when the responder
     is down; Alertmanager retries it and delivers to the sink regardless)."""
 
-    def __init__(self, workdir: Path, webhook_url: str, responder_url: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, webhook_url: str, responder_url: str | None = None, responder_token: str = DEV_TOKEN
+    ) -> None:
         config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
         self.port, closed = free_ports(2)
         urls = {"alert-sink": webhook_url, "responder": responder_url or f"http://127.0.0.1:{closed}/alerts"}
+        token_file = workdir / "responder_token"
+        token_file.write_text(responder_token + "\n")  # as lab-init writes it
         for receiver in config["receivers"]:
-            receiver["webhook_configs"][0]["url"] = urls[receiver["name"]]  # a new receiver needs an address here
+            webhook = receiver["webhook_configs"][0]
+            webhook["url"] = urls[receiver["name"]]  # a new receiver needs an address here
+            if "http_config" in webhook:
+                webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.address = f"127.0.0.1:{self.port}"

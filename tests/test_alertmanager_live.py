@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -206,20 +207,30 @@ def test_a_fast_burn_page_waits_for_the_dependency_page_that_explains_it(sink, r
 
 
 def test_checkouts_dependencies_in_the_inhibit_rules_are_the_ones_compose_wires():
-    """One rule per dependency (its page holds back checkout's alerts naming it) and one for the SLO pages."""
+    """One rule per dependency (its page holds back checkout's alerts naming it); the SLO pages are held by any
+    of them, or by checkout's own alert naming one."""
     rules = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())["inhibit_rules"]
     wired = {
         name.removesuffix("_URL").lower()
         for name in yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["checkout"]["environment"]
         if name.endswith("_URL") and name.removesuffix("_URL") in ("AUTH", "CATALOG", "PAYMENT")
     }
-    named = {}
-    for rule in rules[:-1]:
-        (source,) = [m for m in rule["source_matchers"] if m.startswith("service=")]
-        named[source] = rule["target_matchers"]
+    slo = [r for r in rules if any(m.startswith("alertname=~") for m in r["target_matchers"])]
+    named = {r["source_matchers"][0]: r["target_matchers"] for r in rules if r not in slo}
     assert named == {f'service="{d}"': ['service="checkout"', 'severity="page"', f'dependency="{d}"'] for d in wired}
-    assert rules[-1]["source_matchers"][0] == f'service=~"{"|".join(sorted(wired))}"'
-    assert rules[-1]["target_matchers"][:2] == ['service="checkout"', 'severity="page"']
+    assert [r["source_matchers"][0] for r in slo] == [f'service=~"{"|".join(sorted(wired))}"', 'service="checkout"']
+    assert slo[1]["source_matchers"][2] == 'dependency=~".+"'
+
+
+def test_checkouts_alert_naming_a_dependency_holds_back_its_fast_burn_page(sink, responder_sink, alertmanager):
+    """Before the dependency's own page fires: checkout's alert naming it goes out, its SLO page does not."""
+    _url, log = sink
+    symptom = page("RouteFailingMoreThanUsual", "checkout", method="POST", route="/orders", dependency="auth")
+    assert requests.post(alertmanager, json=[page("CheckoutErrorBudgetBurn", "checkout", long_window="1h")]).ok
+    assert requests.post(alertmanager, json=[symptom], timeout=5).ok
+    poll_until(lambda: _lines(log), timeout=30, what="checkout's alert at the sink")
+    time.sleep(35)  # past the SLO route's 30 s group_wait
+    assert {e["alertname"] for e in _lines(log) if "alertname" in e} == {"RouteFailingMoreThanUsual"}
 
 
 def _receivers(alertmanager, alertname):
@@ -280,3 +291,21 @@ def test_amtool_accepts_the_config_and_routes_pages_to_the_responder_and_the_sin
             check=False,
         )
         assert (routed.returncode, routed.stdout.strip()) == (0, receivers), labels
+
+
+def test_the_sink_stops_at_once_on_sigterm(tmp_path):
+    """`docker compose stop` sends SIGTERM to PID 1 and kills it 10 s later: the sink must end on the signal."""
+    (port,) = free_ports(1)
+    log = tmp_path / "sink.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, str(SINK)], env={**os.environ, "PORT": str(port)}, stdout=out)
+    try:
+        poll_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), what="the webhook sink")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2
+        assert json.loads(log.read_text().splitlines()[-1])["message"] == "stopped"
+    finally:
+        if process.poll() is None:
+            process.kill()

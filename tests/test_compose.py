@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import lab_secrets
 from shop import REPO
 from shoplib.services import DEFAULT_PORTS, RESPONDER
 from stack import COMPOSE_PATH, ENV_REFERENCE, bind_mounts, compose, env_default, load, services
@@ -34,8 +35,11 @@ def test_compose_file_matches_the_compose_specification():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+ONE_SHOT = "lab-init"  # writes the secrets, then exits
+
+
 def test_the_whole_lab_is_there():
-    assert set(BUILT) | set(BACKENDS) | {"alert-sink", "locust-master", "locust-worker"} == set(services())
+    assert set(BUILT) | set(BACKENDS) | {"alert-sink", "locust-master", "locust-worker", ONE_SHOT} == set(services())
 
 
 @pytest.mark.parametrize("name", sorted(compose()["services"]))
@@ -45,20 +49,39 @@ def test_every_service_is_pinned_healthchecked_restarted_and_bounded(name):
     if "build" not in service:
         assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*", image), f"{name}: {image} is not pinned to a release"
     assert "latest" not in image
-    assert service["healthcheck"]["test"][0] == "CMD"
-    assert service["restart"] == "unless-stopped"
+    if name == ONE_SHOT:
+        assert service["restart"] == "no" and "healthcheck" not in service
+    else:
+        assert service["healthcheck"]["test"][0] == "CMD"
+        assert service["restart"] == "unless-stopped"
     assert service["deploy"]["resources"]["limits"]["memory"]
     assert service["logging"]["options"]["max-size"]
-    for dependency in service.get("depends_on", {}).values():
-        assert dependency == {"condition": "service_healthy"}
+    for dependency, condition in service.get("depends_on", {}).items():
+        expected = "service_completed_successfully" if dependency == ONE_SHOT else "service_healthy"
+        assert condition == {"condition": expected}
 
 
-def test_memory_limits_add_up_to_at_most_3_gb():
+def test_memory_limits_of_what_keeps_running_add_up_to_at_most_3_gb():
     total = 0
-    for service in services().values():
+    for name, service in services().items():
         limit = service["deploy"]["resources"]["limits"]["memory"]
-        total += int(limit[:-1]) * MEMORY_UNITS[limit[-1]]
+        total += 0 if name == ONE_SHOT else int(limit[:-1]) * MEMORY_UNITS[limit[-1]]
     assert total <= 3 * 2**30, f"{total / 2**30:.2f} GiB"
+
+
+def test_config_bind_mounts_are_read_only_and_relabelled_for_selinux():
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                assert volume.endswith(":ro,z"), f"{name}: {volume}"
+
+
+def test_go_services_collect_garbage_before_their_memory_limit():
+    for name in ("tempo", "loki", "prometheus", "alertmanager"):
+        service = services()[name]
+        soft = service["environment"]["GOMEMLIMIT"]
+        hard = service["deploy"]["resources"]["limits"]["memory"]
+        assert soft.endswith("MiB") and int(soft[:-3]) <= 0.8 * int(hard[:-1]), f"{name}: {soft} of {hard}"
 
 
 def test_published_ports_listen_on_loopback_only():
@@ -107,14 +130,44 @@ def test_every_variable_has_a_default_or_is_documented_in_env_example():
         assert name in documented, f"${{{name}}} has no default and is not in .env.example"
 
 
-def test_secrets_have_no_default_anywhere():
+def test_a_fresh_clone_starts_without_env_and_every_secret_is_generated_or_given():
+    """No variable is required (`:?`), no secret or admin password has a default: lab-init generates each one
+    unless .env gives it, and each service reads its own through a *_FILE variable from the lab-secrets volume."""
     text = COMPOSE_PATH.read_text()
-    for secret in ("JWT_SECRET", "GF_ADMIN_PASSWORD"):
-        assert re.search(rf"\$\{{{secret}:\?[^}}]+\}}", text), f"{secret} must be required (:?), not defaulted"
-        assert re.search(rf"^{secret}=$", (REPO / ".env.example").read_text(), flags=re.M)
+    assert ":?" not in text
+    init = services()[ONE_SHOT]
+    assert "lab-secrets:/run/lab-secrets" in init["volumes"]
+    files = {}
+    for secret in lab_secrets.SECRETS:
+        assert init["environment"][secret.variable] == f"${{{secret.variable}:-}}"  # empty: generate one
+        assert re.search(rf"^# {secret.variable}=$", (REPO / ".env.example").read_text(), flags=re.M), secret.variable
+        files[f"/run/lab-secrets/{secret.name}"] = secret
+    readers = {}
+    for name, service in services().items():
+        env = service.get("environment", {})
+        if name == ONE_SHOT:
+            continue
+        for variable in ("JWT_SECRET", "DEMO_ADMIN_PASSWORD", "GF_SECURITY_ADMIN_PASSWORD", "RESPONDER_TOKEN"):
+            assert variable not in env, f"{name} sets {variable} itself"
+        for variable, path in env.items():
+            if variable.endswith("_FILE"):
+                assert path in files, f"{name}: {variable}={path} is not a file lab-init writes"
+                assert "lab-secrets:/run/lab-secrets:ro" in service["volumes"], name
+                assert service["depends_on"][ONE_SHOT] == {"condition": "service_completed_successfully"}
+                readers.setdefault(files[path].name, set()).add(name)
+    assert readers == {
+        "jwt_secret": {*BUILT},
+        "shop_admin_password": {"auth"},
+        "grafana_admin_password": {"grafana"},
+        "responder_token": {RESPONDER},
+    }
+    # Alertmanager presents the responder's token from the same volume.
+    (responder,) = [r for r in load("alertmanager/alertmanager.yml")["receivers"] if r["name"] == "responder"]
+    credentials = responder["webhook_configs"][0]["http_config"]["authorization"]["credentials_file"]
+    assert credentials == "/run/lab-secrets/responder_token"
+    assert "lab-secrets:/run/lab-secrets:ro" in services()["alertmanager"]["volumes"]
     grafana = services()["grafana"]["environment"]
-    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GF_ADMIN_PASSWORD:?")
-    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer" and grafana["GF_SERVER_ENABLE_GZIP"] == "false"
 
 
 def test_shop_services_build_from_the_one_dockerfile_and_export_straight_to_tempo_and_loki():

@@ -39,3 +39,24 @@ def test_urls_are_checked(url):
 def test_otel_and_log_settings_are_checked_at_start(name, value):
     with pytest.raises(ConfigError, match=name):
         load((), {"SHOP_ENV": "dev", name: value})
+
+
+def test_a_secret_is_read_from_the_file_its_FILE_variable_names(tmp_path):
+    """How compose hands over the generated secrets; the file's final newline is not part of the value."""
+    (tmp_path / "jwt").write_text("s" * 40 + "\n")
+    assert load((), {"SHOP_ENV": "prod", "JWT_SECRET_FILE": str(tmp_path / "jwt")})["JWT_SECRET"] == "s" * 40
+
+
+def test_the_variable_itself_wins_over_its_file(tmp_path):
+    (tmp_path / "jwt").write_text("f" * 40)
+    env = {"SHOP_ENV": "prod", "JWT_SECRET": "v" * 40, "JWT_SECRET_FILE": str(tmp_path / "jwt")}
+    assert load((), env)["JWT_SECRET"] == "v" * 40
+
+
+def test_an_unreadable_or_short_secret_file_is_named_without_its_content(tmp_path):
+    with pytest.raises(ConfigError, match=r"JWT_SECRET_FILE: cannot read .*missing: No such file"):
+        load((), {"SHOP_ENV": "prod", "JWT_SECRET_FILE": str(tmp_path / "missing")})
+    (tmp_path / "short").write_text("tiny-secret")
+    with pytest.raises(ConfigError) as error:
+        load((), {"SHOP_ENV": "prod", "JWT_SECRET_FILE": str(tmp_path / "short")})
+    assert "JWT_SECRET: must be 32 to" in str(error.value) and "tiny-secret" not in str(error.value)

@@ -239,6 +239,31 @@ def test_every_promql_expression_passes_promtool(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
+def test_the_drop_panels_show_0_before_tempo_or_loki_ever_dropped(tmp_path):
+    """Tempo and Loki create their discard counters at the first drop: until then the panels must read 0, not
+    "No data" (which looks like a broken panel). promtool evaluates the panels' queries with no series at all."""
+    telemetry = {p["title"]: p for p in panels(DASHBOARDS["shop-telemetry"])}
+    exprs = [t["expr"] for title in ("Dropped by Tempo", "Dropped by Loki") for t in telemetry[title]["targets"]]
+    tests = [
+        {
+            "expr": expr.replace("$__rate_interval", "1m"),
+            "eval_time": "1m",
+            "exp_samples": [{"labels": '{reason="none"}' if "by (reason)" in expr else "{}", "value": 0}],
+        }
+        for expr in exprs
+    ]
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    path = tmp_path / "drops.test.yml"
+    path.write_text(
+        yaml.safe_dump({"rule_files": ["rules.yml"], "tests": [{"input_series": [], "promql_expr_test": tests}]})
+    )
+    result = subprocess.run(
+        [binary("promtool"), "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _grammar_parser():
     node_modules = REPO / "tests" / "grammar" / "node_modules"
     if shutil.which("node") is None or not node_modules.is_dir():

@@ -30,8 +30,8 @@ def load_module(name: str) -> ModuleType:
     return module
 
 
-schedules = load_module("schedules")
-settings = load_module("settings")
+schedules = load_module("_schedules")
+settings = load_module("_settings")
 
 # A peak hour of 1,000 s with 100 users at the peak: baseline 20, spikes 150, spawn rate 150 / 5 s = 30.
 PEAK_HOUR_AT = [
@@ -176,7 +176,7 @@ def test_every_malformed_setting_is_named():
 TICKS = """
 import json, sys
 from types import SimpleNamespace
-import shapes
+import _shapes as shapes
 
 options = SimpleNamespace(num_users=7, spawn_rate=3.0, run_time=100)
 result = {}

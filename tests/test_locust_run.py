@@ -17,7 +17,7 @@ from shop import REPO, ShopUnderTest, python
 
 pytestmark = pytest.mark.integration  # every test here starts a process
 
-SHOPPERS = REPO / "locustfiles" / "shoppers.py"
+SHOPPERS = REPO / "locustfiles" / "locustfile.py"
 CATALOG_SIZE = 600
 # Every journey's requests, as Locust names them: (method, name).
 JOURNEY_REQUESTS = {
@@ -81,6 +81,45 @@ def peak_hour_run(shop_for_load: ShopUnderTest, tmp_path_factory: pytest.TempPat
     return result, reports
 
 
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        ((), "locustfiles"),  # Locust's convention: a locustfile.py where it is started
+        (("-f", "locustfiles"), "."),  # the directory form Locust's docs suggest: helpers (_*.py) are skipped
+        (("-f", "locustfiles/locustfile.py"), "."),
+    ],
+)
+def test_each_way_locust_is_pointed_at_the_lab_runs_the_shoppers(shop_for_load, tmp_path, args, where):
+    env = {
+        "SHOP_CATALOG_URL": shop_for_load.url("catalog"),
+        "SHOP_CHECKOUT_URL": shop_for_load.url("checkout"),
+        "SHOP_AUTH_URL": shop_for_load.url("auth"),
+        "SHOP_THINK_TIME_SCALE": "0.05",
+    }
+    csv_prefix = tmp_path / "run"
+    result = python(
+        "-m",
+        "locust",
+        *args,
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "4s",
+        "--only-summary",
+        "--csv",
+        str(csv_prefix),
+        cwd=REPO / where,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (total,) = [row for row in read_csv(tmp_path / "run_stats.csv") if row["Name"] == "Aggregated"]
+    assert int(total["Request Count"]) > 0 and int(total["Failure Count"]) == 0
+
+
 def test_the_run_ends_by_itself_with_exit_code_0(peak_hour_run):
     result, _reports = peak_hour_run
     assert result.returncode == 0, result.stderr[-5000:]
@@ -138,7 +177,7 @@ TRIM = """
 import json, time
 from unittest import mock
 from locust.stats import RequestStats
-import retention
+import _retention as retention
 
 now = float(int(time.time()))
 stats = RequestStats()
@@ -198,14 +237,14 @@ def checkout(sock, _address):
 server = StreamServer(("127.0.0.1", 0), checkout)
 server.start()
 os.environ["SHOP_CHECKOUT_URL"] = f"http://127.0.0.1:{server.server_port}"
-import locust, shoppers
+import locust, locustfile
 from locust.env import Environment
 
-environment = Environment(user_classes=[shoppers.Shopper], events=locust.events)
+environment = Environment(user_classes=[locustfile.Shopper], events=locust.events)
 environment.create_local_runner()
-shopper = shoppers.Shopper(environment)
+shopper = locustfile.Shopper(environment)
 shopper.token, shopper.token_renew_at = "a-token", math.inf
-shopper.order(shoppers.DATA["cards"]["approving"], "checkout /orders", declining=False)
+shopper.order(locustfile.DATA["cards"]["approving"], "checkout /orders", declining=False)
 entry = environment.stats.get("checkout /orders", "POST")
 print(json.dumps({"keys": keys, "requests": entry.num_requests, "failures": entry.num_failures}))
 """

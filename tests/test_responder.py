@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from incident import cli
 from responder.canary import Track, judge
 from shoplib.supervisor import free_ports
 
+TOKEN = "t" * 40
+TOKEN_B64 = base64.b64encode(f"alertmanager:{TOKEN}".encode()).decode()
 FIRING = {
     "status": "firing",
     "labels": {"alertname": "HighErrorRate", "service": "payment", "severity": "page"},
@@ -21,7 +25,23 @@ FIRING = {
 @pytest.fixture
 def app(make_app):
     # Nothing answers at the backends or the shop here: the tests stop before any action.
-    return make_app("responder", CANARY_INTERVAL_S=0, RESPONDER_MODE="off")
+    return make_app("responder", CANARY_INTERVAL_S=0, RESPONDER_MODE="off", RESPONDER_TOKEN=TOKEN)
+
+
+@pytest.fixture
+def client(app):
+    """Alertmanager's side: every request carries the responder's token."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
+    return client
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer " + "x" * 48, "Basic " + TOKEN_B64, f"Bearer {TOKEN}x"])
+def test_pages_without_the_responders_token_are_a_401_and_record_nothing(app, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = app.test_client().post("/alerts", json={"alerts": [FIRING]}, headers=headers)
+    assert response.status_code == 401 and "RESPONDER_TOKEN" in response.json["detail"]
+    assert app.test_client().get("/incidents").json == {"incidents": []}
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ SETTINGS = (
     # Demo users are documented lab data; override their passwords here.
     Setting("DEMO_ALICE_PASSWORD", text(8, 128), default="alice-pass"),
     Setting("DEMO_BOB_PASSWORD", text(8, 128), default="bob-pass"),
-    Setting("DEMO_ADMIN_PASSWORD", text(8, 128), default="admin-pass"),
+    # No default outside native dev runs: compose hands over a generated one (DEMO_ADMIN_PASSWORD_FILE).
+    Setting("DEMO_ADMIN_PASSWORD", text(8, 128), dev_default="admin-pass"),
 )
 
 

@@ -9,8 +9,8 @@
 
 Backends default to PROMETHEUS_URL, TEMPO_URL, LOKI_URL, ALERTMANAGER_URL, RESPONDER_URL, then the lab's
 published ports; the services to CATALOG_URL, ... , then 127.0.0.1:8081-8084. Admin calls use
-SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET when it is set, else a login as the demo admin
-(DEMO_ADMIN_PASSWORD, default admin-pass).
+SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET when it is set, else a login as the admin
+(DEMO_ADMIN_PASSWORD, default admin-pass: the native shop's; the compose lab generates its own).
 Exit status: 0 healthy (or done, or pass), 1 incident, breach or failed scenario, 2 a backend or the lab could
 not be reached (the output says which and why) or the command line was wrong.
 """
@@ -125,7 +125,9 @@ def _admin_token(auth_url: str) -> TokenSource:
                 raise ReleaseError("auth", f"no answer from {auth_url} to log in: {type(exc).__name__}") from None
             if response.status_code != 200:
                 raise ReleaseError(
-                    "auth", f"admin login refused ({response.status_code}); set SHOPLAB_ADMIN_TOKEN or JWT_SECRET"
+                    "auth",
+                    f"admin login refused ({response.status_code}); set SHOPLAB_ADMIN_TOKEN or JWT_SECRET (compose "
+                    "lab: export JWT_SECRET=$(docker compose run --rm --no-deps lab-init show jwt_secret))",
                 )
             cached.append(str(response.json()["access_token"]))
         return cached[0]

@@ -16,7 +16,7 @@ from incident.diagnosis import diagnose_from
 from incident.links import DEFAULT_GRAFANA_URL
 from incident.releases import ReleaseClient, signed_admin_token
 from shoplib.app import init_app, new_app, open_database
-from shoplib.config import Setting, choice, http_url, integer, number, service_url
+from shoplib.config import Setting, choice, http_url, integer, number, service_url, text
 from shoplib.services import SERVICES
 
 from .canary import CanaryAnalyst
@@ -26,8 +26,11 @@ from .releases import RELEASES
 from .views import bp
 
 BACKEND_TIMEOUT_S = 4.0
+DEV_RESPONDER_TOKEN = "dev-only-responder-token-never-use-outside-a-laptop"
 SETTINGS = (
     Setting("RESPONDER_MODE", choice("auto", "suggest", "off"), default="auto"),
+    # Alertmanager's credentials for POST /alerts (compose: a generated one, RESPONDER_TOKEN_FILE).
+    Setting("RESPONDER_TOKEN", text(min_length=32), dev_default=DEV_RESPONDER_TOKEN),
     Setting("PROMETHEUS_URL", http_url, default="http://127.0.0.1:9090"),
     Setting("TEMPO_URL", http_url, default="http://127.0.0.1:3200"),
     Setting("LOKI_URL", http_url, default="http://127.0.0.1:3100"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from shoplib.app import extension
 from shoplib.errors import Problem
+from shoplib.security import require_shared_token
 from shoplib.validation import Fields, json_body, query_int
 
 from .engine import Responder
@@ -29,6 +30,8 @@ def _store() -> IncidentStore:
 
 @bp.post("/alerts")
 def receive_alerts() -> Any:
+    # Only Alertmanager may page the responder: it could roll a release back.
+    require_shared_token(current_app.config["RESPONDER_TOKEN"], "the responder's token (RESPONDER_TOKEN)")
     alerts = read_webhook(json_body())
     return _responder().receive(alerts), 202
 

@@ -143,14 +143,33 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def read_secret_file(path: str) -> str:
+    """A value kept in a file (`<NAME>_FILE`, as Docker secrets are): its text without the final newline."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().removesuffix("\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+
+
 def load(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Parse `settings` (after COMMON_SETTINGS) from `environ`; raise ConfigError naming every bad one."""
+    """Parse `settings` (after COMMON_SETTINGS) from `environ`; raise ConfigError naming every bad one. Each may
+    instead be read from the file `<NAME>_FILE` names (how compose hands over the generated secrets); the
+    variable itself wins when both are set."""
     env = os.environ if environ is None else environ
     dev = env.get("SHOP_ENV", "").strip().lower() == "dev"
     values: dict[str, Any] = {}
     problems: list[str] = []
     for setting in (*COMMON_SETTINGS, *settings):
         raw = env.get(setting.name)
+        if (raw is None or raw == "") and env.get(f"{setting.name}_FILE"):
+            try:
+                raw = read_secret_file(env[f"{setting.name}_FILE"])
+            except ValueError as exc:
+                problems.append(f"{setting.name}_FILE: {exc}")
+                continue
         if raw is None or raw == "":
             if dev and setting.dev_default is not _REQUIRED:
                 values[setting.name] = setting.dev_default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -74,12 +75,18 @@ def decode_token(token: str) -> Principal:
     return Principal(sub=claims["sub"], roles=tuple(roles), expires_at=int(claims["exp"]))
 
 
-def bearer_token() -> str:
+def bearer_token(what: str = "an auth-issued token") -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise unauthorized("Send an auth-issued token as 'Authorization: Bearer <token>'.")
+        raise unauthorized(f"Send {what} as 'Authorization: Bearer <token>'.")
     return token.strip()
+
+
+def require_shared_token(expected: str, what: str) -> None:
+    """A shared secret as the bearer token (a webhook's credentials), compared in constant time; 401 otherwise."""
+    if not hmac.compare_digest(bearer_token(what).encode(), expected.encode()):
+        raise unauthorized(f"The bearer token is not {what}.")
 
 
 def current_principal() -> Principal:

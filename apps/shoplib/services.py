@@ -1,7 +1,7 @@
 """The shop's services and the ports they listen on natively, defined once.
 
 Compose publishes each service on the same port of 127.0.0.1, so a native shop and the compose lab are
-reached at the same addresses. locustfiles/settings.py repeats these URLs (the Locust container mounts only
+reached at the same addresses. locustfiles/_settings.py repeats these URLs (the Locust container mounts only
 locustfiles/); a test keeps the two in step.
 """
 

@@ -1,13 +1,13 @@
 """The shop's customers: they browse and search the catalog, view products, log in, order and check their orders.
 
-    locust -f locustfiles/shoppers.py --class-picker                  # web UI on :8089, shape picker
-    locust -f locustfiles/shoppers.py --headless --shape PeakHourShape --csv reports/peak --html reports/peak.html
+    locust -f locustfiles/locustfile.py --class-picker                  # web UI on :8089, shape picker
+    locust -f locustfiles/locustfile.py --headless --shape PeakHourShape --csv reports/peak --html reports/peak.html
 
 One Locust process drives services on different ports, so every request uses a full URL built from
 SHOP_CATALOG_URL, SHOP_AUTH_URL and SHOP_CHECKOUT_URL (defaults: the native ports 8081, 8084, 8082; in compose
 http://catalog:8080 and so on); --host is not used. Payment is reached through checkout, as customers do.
 SHOP_THINK_TIME_SCALE multiplies the think times (1-5 s between actions). Demo passwords follow the shop's
-DEMO_<USER>_PASSWORD variables. Shapes (Steady, PeakHourShape, Spike) are in shapes.py; retention.py keeps a
+DEMO_<USER>_PASSWORD variables. Shapes (Steady, PeakHourShape, Spike) are in _shapes.py; _retention.py keeps a
 master that runs for days (the lab's background load) within its memory.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import _retention as retention
+import _settings as settings
+import _shapes as shapes
 import gevent
 import requests
-import retention
-import settings
-import shapes
 from geventhttpclient.response import HTTPConnectionClosed
 from locust import FastHttpUser, User, between, events, task
 from locust.env import Environment
@@ -50,7 +50,7 @@ TOKEN_RENEWAL_MARGIN_S = 60  # log in again this long before the token expires, 
 # No answer because the connection went away: FastHttpUser's errors, then HttpUser's (bench/ only).
 CONNECTION_LOST = (HTTPConnectionClosed, ConnectionResetError, BrokenPipeError, requests.ConnectionError)
 
-# Locust finds shapes among the locustfile's names and, unless --shape says otherwise (shapes.py), runs the
+# Locust finds shapes among the locustfile's names and, unless --shape says otherwise (_shapes.py), runs the
 # first: Steady, which honours -u, -r and -t like a run without a shape.
 Steady = shapes.Steady
 PeakHourShape = shapes.PeakHourShape

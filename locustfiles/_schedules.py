@@ -1,6 +1,6 @@
 """How many users to run at each moment of a test: the load shapes' schedules as plain data.
 
-The LoadTestShape classes in shapes.py only read the clock and ask a Schedule. Nothing here imports Locust
+The LoadTestShape classes in _shapes.py only read the clock and ask a Schedule. Nothing here imports Locust
 (importing it monkey-patches the process with gevent), so the schedules are tested as plain functions.
 """
 

@@ -2,7 +2,7 @@
 
 Choose one in the web UI's shape picker (Locust started with --class-picker) or on the command line with
 `--shape NAME` (or LOCUST_SHAPE=NAME); Steady is the default. Each tick() only reads the clock and asks its
-schedule (schedules.py), so what a shape does at any second is tested without Locust.
+schedule (_schedules.py), so what a shape does at any second is tested without Locust.
 
 - Steady: -u users, spawned at -r per second, for -t (forever without it); the web UI's fields set the same.
 - PeakHourShape: SHOP_PEAK_USERS at the peak over SHOP_PEAK_DURATION (default 120 users, 20m).
@@ -15,8 +15,8 @@ import logging
 import os
 from typing import Any
 
-import schedules
-import settings
+import _schedules as schedules
+import _settings as settings
 from locust import LoadTestShape, events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
