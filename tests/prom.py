@@ -19,12 +19,12 @@ from shoplib.supervisor import free_ports
 PROMETHEUS_DIR = REPO / "prometheus"
 
 
-def binary(name: str) -> str:
-    """The path of a Debian-packaged tool. Missing, it skips the test, or fails it in CI; outside pytest (a
-    benchmark) it is an error naming the package."""
+def binary(name: str, packages: str = "prometheus prometheus-alertmanager") -> str:
+    """The path of a Debian-packaged tool (from `packages`). Missing, it skips the test, or fails it in CI;
+    outside pytest (a benchmark) it is an error naming the packages."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        message = f"{name} is not installed (apt-get install {packages})"
         if "PYTEST_CURRENT_TEST" not in os.environ:
             raise FileNotFoundError(message)
         import pytest  # only under pytest: benchmarks import this module too

@@ -16,15 +16,17 @@ ENV_REFERENCE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 @cache
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_PATH.read_text())
+    return load("compose.yaml")
 
 
 def services() -> dict[str, dict[str, Any]]:
-    return compose()["services"]
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
 
 
 def load(relative: str) -> dict[str, Any]:
-    return yaml.safe_load((REPO / relative).read_text())
+    loaded: dict[str, Any] = yaml.safe_load((REPO / relative).read_text())
+    return loaded
 
 
 def env_default(reference: str) -> str:

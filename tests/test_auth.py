@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
 
+from auth import users
 from conftest import bearer
 from shoplib.config import load as load_settings
 
@@ -101,3 +104,32 @@ def test_verify_needs_a_bearer_header(auth, header):
 def test_a_token_forged_with_the_right_secret_and_claims_is_accepted(auth):
     # The control for the rejections above: they fail for the reason named, not for the secret.
     assert auth.get("/verify", headers=bearer(_forge({}))).json["sub"] == "alice"
+
+
+def test_concurrent_logins_derive_at_most_two_hashes_at_once(auth, monkeypatch):
+    """scrypt holds 16 MiB per derivation: twelve logins at once must not hold twelve times that."""
+    running, highest = [0], [0]
+    guard = threading.Lock()
+    real_scrypt = users.hashlib.scrypt
+
+    def counted(*args, **kwargs):
+        with guard:
+            running[0] += 1
+            highest[0] = max(highest[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real_scrypt(*args, **kwargs)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(users.hashlib, "scrypt", counted)
+    app = auth.application
+
+    def login(_: int) -> int:
+        with app.test_client() as client:
+            return client.post("/login", json={"username": "alice", "password": "alice-pass"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert list(pool.map(login, range(12))) == [200] * 12
+    assert highest[0] == 2

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 
+from incident.cli import _admin_token
 from lab_secrets import SECRETS
 from shop import REPO
 from shoplib.supervisor import Supervisor
@@ -82,9 +84,9 @@ def test_an_unknown_command_prints_the_usage(tmp_path):
     assert result.returncode == 2 and "python lab_secrets.py init" in result.stderr
 
 
-def test_auth_in_production_takes_its_secrets_from_the_files_and_admin_pass_is_refused(tmp_path):
+def test_auth_in_production_takes_its_secrets_from_the_files_and_admin_pass_is_refused(tmp_path, monkeypatch):
     """The path compose takes: no secret in the environment, only *_FILE; the generated admin password logs in,
-    the native default does not."""
+    the native default does not. shoplab finds its admin token through the same files."""
     folder = tmp_path / "secrets"
     assert run(folder, "init").returncode == 0
     environ = {
@@ -102,3 +104,15 @@ def test_auth_in_production_takes_its_secrets_from_the_files_and_admin_pass_is_r
         password = (folder / "shop_admin_password").read_text().strip()
         assert requests.post(login, json={"username": "admin", "password": "admin-pass"}, timeout=5).status_code == 401
         assert requests.post(login, json={"username": "admin", "password": password}, timeout=5).status_code == 200
+        for name in ("SHOPLAB_ADMIN_TOKEN", "JWT_SECRET", "DEMO_ADMIN_PASSWORD"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("DEMO_ADMIN_PASSWORD_FILE", environ["DEMO_ADMIN_PASSWORD_FILE"])
+        logged_in = _admin_token(shop.urls["auth"])()
+        assert decode_with(folder / "jwt_secret", logged_in)["sub"] == "admin"
+        monkeypatch.setenv("JWT_SECRET_FILE", environ["JWT_SECRET_FILE"])
+        signed = _admin_token("http://127.0.0.1:9")()  # signs its own: auth is never asked
+        assert decode_with(folder / "jwt_secret", signed)["roles"] == ["admin"]
+
+
+def decode_with(secret_file: Path, token: str) -> dict:
+    return jwt.decode(token, secret_file.read_text().strip(), algorithms=["HS256"], options={"verify_aud": False})

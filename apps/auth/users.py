@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 
 from shoplib.db import Database
 from shoplib.releases import setting as release_setting
@@ -14,28 +15,28 @@ from .releases import LOGIN_HASH_COST
 
 # scrypt at n=2**14 costs ~50 ms and 16 MiB per check: slow for guessing, fine for a lab's logins.
 _N, _R, _P = 2**14, 8, 1
+# At most two derivations at once: memory stays bounded whatever the number of concurrent logins (8 threads
+# would hold 128 MiB, 512 in release 1.3.0, past the container's limit), and two cores run no more at a time.
+_DERIVING = threading.BoundedSemaphore(2)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    with _DERIVING:
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * 1024 * 1024)
 
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
+    digest = _scrypt(password, salt, _N, _R, _P)
     return "$".join(("scrypt", str(_N), str(_R), str(_P), _b64(salt), _b64(digest)))
 
 
 def check_password(password: str, stored: str) -> bool:
     _, n, r, p, salt, digest = stored.split("$")
-    candidate = hashlib.scrypt(password.encode(), salt=_unb64(salt), n=int(n), r=int(r), p=int(p), dklen=32)
+    candidate = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
     cost_factor = int(release_setting(LOGIN_HASH_COST, 1))
     if cost_factor > 1:  # release 1.3.0 derives the upgraded hash too, and forgets to store it
-        hashlib.scrypt(
-            password.encode(),
-            salt=_unb64(salt),
-            n=int(n) * cost_factor,
-            r=int(r),
-            p=int(p),
-            dklen=32,
-            maxmem=256 * 1024 * 1024,
-        )
+        _scrypt(password, _unb64(salt), int(n) * cost_factor, int(r), int(p))
     return hmac.compare_digest(candidate, _unb64(digest))
 
 

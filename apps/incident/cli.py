@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from shoplib.config import ConfigError, cli_argument, http_url, integer
+from shoplib.config import ConfigError, cli_argument, http_url, integer, raw_value
 from shoplib.config import load as load_settings
 from shoplib.services import RESPONDER, SERVICES, native_url
 
@@ -103,20 +103,21 @@ def _urls(args: argparse.Namespace, defaults: Mapping[str, tuple[str, str]] = DE
 
 
 def _admin_token(auth_url: str) -> TokenSource:
-    """SHOPLAB_ADMIN_TOKEN; else tokens signed with JWT_SECRET; else a login as the lab's demo admin."""
+    """SHOPLAB_ADMIN_TOKEN; else tokens signed with JWT_SECRET (or the file JWT_SECRET_FILE names); else a login
+    as the lab's demo admin with DEMO_ADMIN_PASSWORD (or its _FILE)."""
     given = os.environ.get("SHOPLAB_ADMIN_TOKEN", "").strip()
     if given:
         return lambda: given
-    if os.environ.get("JWT_SECRET", "").strip():
+    if (raw_value("JWT_SECRET") or "").strip():
         try:
             return signed_admin_token("shoplab-cli", load_settings(()))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+    password = (raw_value("DEMO_ADMIN_PASSWORD") or "").strip() or "admin-pass"
     cached: list[str] = []
 
     def login() -> str:
         if not cached:
-            password = os.environ.get("DEMO_ADMIN_PASSWORD", "").strip() or "admin-pass"
             try:
                 response = requests.post(
                     f"{auth_url}/login", json={"username": "admin", "password": password}, timeout=TIMEOUT_S

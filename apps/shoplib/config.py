@@ -154,6 +154,16 @@ def read_secret_file(path: str) -> str:
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
+def raw_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The variable `name`, or when it is unset or empty the contents of the file `<NAME>_FILE` names; None when
+    neither is set. Raises ValueError (naming the file) when that file cannot be read."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name)
+    if (raw is None or raw == "") and env.get(f"{name}_FILE"):
+        return read_secret_file(env[f"{name}_FILE"])
+    return raw
+
+
 def load(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Parse `settings` (after COMMON_SETTINGS) from `environ`; raise ConfigError naming every bad one. Each may
     instead be read from the file `<NAME>_FILE` names (how compose hands over the generated secrets); the
@@ -163,13 +173,11 @@ def load(settings: Iterable[Setting], environ: Mapping[str, str] | None = None) 
     values: dict[str, Any] = {}
     problems: list[str] = []
     for setting in (*COMMON_SETTINGS, *settings):
-        raw = env.get(setting.name)
-        if (raw is None or raw == "") and env.get(f"{setting.name}_FILE"):
-            try:
-                raw = read_secret_file(env[f"{setting.name}_FILE"])
-            except ValueError as exc:
-                problems.append(f"{setting.name}_FILE: {exc}")
-                continue
+        try:
+            raw = raw_value(setting.name, env)
+        except ValueError as exc:
+            problems.append(f"{setting.name}_FILE: {exc}")
+            continue
         if raw is None or raw == "":
             if dev and setting.dev_default is not _REQUIRED:
                 values[setting.name] = setting.dev_default
