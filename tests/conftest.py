@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from otlp_receiver import OtlpReceiver
 from prom import Prometheus
 from shop import ShopUnderTest, poll_until
+from shoplib.app import close_app
 from shoplib.config import load as load_settings
 from shoplib.security import issue_token
 from shoplib.services import SERVICES
@@ -46,14 +47,20 @@ def _in_process_tests_start_no_process(request: pytest.FixtureRequest, monkeypat
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[..., Flask]:
-    """`make_app("catalog", SEED_PRODUCTS=20)` builds a service with its own temporary database."""
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """`make_app("catalog", SEED_PRODUCTS=20)` builds a service with its own temporary database; the apps'
+    connections are closed when the test ends."""
+    built: list[Flask] = []
 
     def build(service: str, **config: Any) -> Flask:
         test_config = {"TESTING": True, "DATA_DIR": str(tmp_path / service), **config}
-        return importlib.import_module(service).create_app(test_config)
+        app = importlib.import_module(service).create_app(test_config)
+        built.append(app)
+        return app
 
-    return build
+    yield build
+    for app in built:
+        close_app(app)
 
 
 @pytest.fixture

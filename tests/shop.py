@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,7 +109,8 @@ class ShopUnderTest(SupervisedShop):
 
     def set_stock(self, product_id: int, stock: int) -> None:
         """Test set-up only: the catalog has no API to change stock, so write its database directly."""
-        with sqlite3.connect(self.workdir / "data" / "catalog" / "catalog.db", timeout=10) as db:
+        path = self.workdir / "data" / "catalog" / "catalog.db"
+        with closing(sqlite3.connect(path, timeout=10, isolation_level=None)) as db:  # autocommit
             db.execute("UPDATE products SET stock = ? WHERE id = ?", (stock, product_id))
 
     def set_faults(self, service: str, admin_token: str, faults: dict[str, Any]) -> requests.Response:

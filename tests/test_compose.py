@@ -6,8 +6,10 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 import lab_secrets
 from shop import REPO
@@ -181,8 +183,11 @@ def test_shop_services_build_from_the_one_dockerfile_and_export_straight_to_temp
         assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://tempo:4318/v1/traces"
         assert env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] == "http://loki:3100/otlp/v1/logs"
         assert env["SHOP_ENV"] == "prod"
-    # The container runs the Python minor version the tests run on.
-    assert re.match(rf"python:{sys.version_info.major}\.{sys.version_info.minor}\.\d+-", dockerfile_python)
+    # The container runs a Python the project supports (requires-python, the versions the suite runs on).
+    image_python = re.match(r"python:(\d+\.\d+\.\d+)-", dockerfile_python)
+    assert image_python, f"{dockerfile_python} names no exact Python version"
+    requires_python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert image_python[1] in SpecifierSet(requires_python), f"{dockerfile_python} is outside {requires_python}"
     checkout = services()["checkout"]["environment"]
     assert {checkout[k] for k in ("AUTH_URL", "CATALOG_URL", "PAYMENT_URL")} == {
         "http://auth:8080",

@@ -6,6 +6,7 @@ import re
 import sqlite3
 import time
 import uuid
+from contextlib import closing
 
 import pytest
 import requests
@@ -128,7 +129,7 @@ def test_gateway_errors_fail_payments_without_charging_and_a_retry_succeeds(shop
 
 def _write_lock_taken_elsewhere(path):
     """True when BEGIN IMMEDIATE fails at once because another connection holds the write lock."""
-    with sqlite3.connect(path, timeout=0, isolation_level=None) as probe:
+    with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as probe:
         try:
             probe.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -151,7 +152,7 @@ def test_db_lock_holds_the_real_sqlite_write_lock(shop, admin_token):
 
 
 def _user_index_exists(shop):
-    with sqlite3.connect(shop.workdir / "data" / "checkout" / "checkout.db") as db:
+    with closing(sqlite3.connect(shop.workdir / "data" / "checkout" / "checkout.db")) as db:
         return any(row[1] == "idx_orders_user_id" for row in db.execute("PRAGMA index_list(orders)"))
 
 

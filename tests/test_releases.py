@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import uuid
+from contextlib import closing
 
 import pytest
 import requests
@@ -169,7 +170,7 @@ def test_the_deployment_survives_a_restart(make_app, admin):
 
 
 def _user_index_exists(tmp_path):
-    with sqlite3.connect(tmp_path / "checkout" / "checkout.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "checkout" / "checkout.db")) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%user_id%'").fetchall()
     return bool(rows)
 

@@ -43,6 +43,7 @@ class ShopState:
     """What the shared hooks and endpoints need to know about the app they serve."""
 
     service: str
+    db: Database | None = None
     faults: FaultRegistry | None = None
     releases: Releases | None = None
     readiness: tuple[ReadinessCheck, ...] = field(default=())
@@ -100,6 +101,7 @@ def init_app(
     instrumentor's before_request is registered first, so the request's server span already exists when
     ours injects faults, and our after_request reads its trace id for the exemplar."""
     state = app.extensions["shop"]
+    state.db = db
     instrument_app(app)
     register_error_handlers(app)
     state.faults = FaultRegistry(state.service, faults)
@@ -109,6 +111,13 @@ def init_app(
     app.after_request(_after_request)
     app.teardown_request(_teardown_request)
     app.register_blueprint(infra)
+
+
+def close_app(app: Flask) -> None:
+    """Close the database connections of an app made by `new_app` and `init_app`, once it is done serving."""
+    db = app.extensions["shop"].db
+    if db is not None:
+        db.close()
 
 
 def _state() -> ShopState:

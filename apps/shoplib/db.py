@@ -63,6 +63,9 @@ class Database:
         self.busy_timeout_ms = busy_timeout_ms
         self.slow_query_ms = slow_query_ms
         self._local = threading.local()
+        # Every connection `connection` opened, by the thread it serves, so `close` can close them all.
+        self._lock = threading.Lock()
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def open_connection(self) -> sqlite3.Connection:
@@ -77,11 +80,26 @@ class Database:
 
     @property
     def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on its first statement and kept for the next ones."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.open_connection()
+            with self._lock:
+                # A thread that has ended leaves its connection here: closed now, not whenever it is collected.
+                for thread in [thread for thread in self._connections if not thread.is_alive()]:
+                    self._connections.pop(thread).close()
+                self._connections[threading.current_thread()] = conn
             self._local.conn = conn
         return conn
+
+    def close(self) -> None:
+        """Close every thread's connection, when whoever owns the database is done with it (a test's app).
+        A statement after this opens a new connection."""
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
 
     def execute(self, operation: str, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run one statement and fetch all its rows."""
