@@ -108,26 +108,37 @@ def test_no_card_number_or_token_reaches_logs_spans_or_metrics(shop, otlp, place
 
 
 @pytest.mark.integration
-def test_an_unreachable_otlp_endpoint_costs_no_request(tmp_path):
+def test_an_unreachable_otlp_endpoint_costs_no_request_and_every_loss_is_counted(tmp_path):
+    """Export failures and, once the small queue is full, the spans and records dropped before export."""
     (closed_port,) = free_ports(1)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port}",
         "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "8",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
+        "OTEL_BLRP_MAX_QUEUE_SIZE": "8",
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "4",
     }
     shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
         statuses = [requests.get(shop.url("catalog", f"/products/{n}"), timeout=5).status_code for n in range(1, 41)]
         assert statuses == [200] * 40
 
-        def failures_counted():
-            text = requests.get(shop.url("catalog", "/metrics")).text
-            match = re.search(
-                r'telemetry_exported_items_total\{outcome="failure",service="catalog",signal="traces"\} (\S+)', text
-            )
-            return match and float(match.group(1)) > 0
+        def counted(series: str) -> float:
+            text = requests.get(shop.url("catalog", "/metrics"), timeout=5).text
+            match = re.search(re.escape(series) + r" (\S+)", text)
+            return float(match.group(1)) if match else 0.0
 
-        poll_until(failures_counted, timeout=30, what="the exporter to report failed exports")
+        poll_until(
+            lambda: counted('telemetry_exported_items_total{outcome="failure",service="catalog",signal="traces"}') > 0,
+            timeout=30,
+            what="the exporter to report failed exports",
+        )
+        for signal in ("traces", "logs"):
+            dropped = f'telemetry_dropped_items_total{{reason="queue_full",service="catalog",signal="{signal}"}}'
+            assert counted(dropped) > 0, f"no {signal} counted as dropped"
+            assert counted(f'telemetry_queued_items{{service="catalog",signal="{signal}"}}') <= 8
     finally:
         assert shop.stop() == 0

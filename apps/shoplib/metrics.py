@@ -38,6 +38,16 @@ TELEMETRY_EXPORTED = Counter(
     ["service", "signal", "outcome"],
 )
 
+TELEMETRY_DROPPED = Counter(
+    "telemetry_dropped_items_total",
+    "Spans and log records the shop dropped before export: its queue was full (the backend too slow or away), or "
+    "they came after shutdown.",
+    ["service", "signal", "reason"],
+)
+TELEMETRY_QUEUED = Gauge(
+    "telemetry_queued_items", "Spans and log records waiting in the shop's export queue.", ["service", "signal"]
+)
+
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

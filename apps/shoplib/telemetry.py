@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -19,11 +20,21 @@ from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.metrics import (
+    CallbackOptions,
+    CallbackT,
+    Counter,
+    Meter,
+    NoOpCounter,
+    NoOpMeter,
+    NoOpMeterProvider,
+    ObservableUpDownCounter,
+)
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from .metrics import TELEMETRY_EXPORTED
+from .metrics import TELEMETRY_DROPPED, TELEMETRY_EXPORTED, TELEMETRY_QUEUED
 from .releases import ReleaseLogFilter, ReleaseSpanProcessor
 
 # Infrastructure endpoints are scraped every few seconds; tracing them would drown the shop's traces.
@@ -35,6 +46,9 @@ OTEL_DEFAULTS = {
     "OTEL_METRICS_EXPORTER": "none",  # Prometheus scrapes /metrics instead
     "OTEL_LOGS_EXPORTER": "none",  # stdout JSON always; OTLP logs when set to otlp
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # Loki's OTLP endpoint speaks HTTP only
+    # The batch processors count what they drop (and show their queue) only with this on; see
+    # _ProcessorMetricsToPrometheus for where those counts go.
+    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
 }
 
 
@@ -55,21 +69,74 @@ def counting(exporter: Exporter, service: str, signal: str) -> Exporter:
     return exporter
 
 
+class _ProcessorMetricsToPrometheus(NoOpMeterProvider):
+    """A meter provider only for the SDK's batch processors (OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED): their
+    count of dropped items and their queue length go to Prometheus. The SDK drops from a full queue with one log
+    line at most; counted, a loss is visible on the telemetry dashboard and never silent."""
+
+    def __init__(self, service: str, signal: str) -> None:
+        self.meter = _ProcessorMeter(service, signal)
+
+    def get_meter(self, *_args: Any, **_kwargs: Any) -> Meter:
+        return self.meter
+
+
+class _ProcessorMeter(NoOpMeter):
+    def __init__(self, service: str, signal: str) -> None:
+        super().__init__("opentelemetry-sdk")
+        self.service, self.signal = service, signal
+        for reason in ("queue_full", "already_shutdown"):  # the SDK's two; at 0 from the start, not absent
+            TELEMETRY_DROPPED.labels(service, signal, reason)
+
+    def create_counter(self, name: str, *_args: Any, **_kwargs: Any) -> Counter:
+        service, signal = self.service, self.signal
+
+        class Processed(NoOpCounter):
+            def add(self, amount: float, attributes: Any = None, *_args: Any, **_kwargs: Any) -> None:
+                reason = (attributes or {}).get("error.type")  # only dropped items carry one
+                if reason:
+                    TELEMETRY_DROPPED.labels(service, signal, str(reason)).inc(amount)
+
+        return Processed(name)
+
+    def create_observable_up_down_counter(
+        self, name: str, callbacks: Sequence[CallbackT] | None = None, *_args: Any, **_kwargs: Any
+    ) -> ObservableUpDownCounter:
+        for callback in callbacks or ():
+            TELEMETRY_QUEUED.labels(self.service, self.signal).set_function(_observed(callback))
+        return super().create_observable_up_down_counter(name, callbacks)
+
+
+def _observed(callback: CallbackT) -> Callable[[], float]:
+    """A gauge's function reading the SDK's observable callback (here: the queue's length)."""
+
+    def read() -> float:
+        observations = callback(CallbackOptions()) if callable(callback) else ()  # the SDK passes a function
+        return float(sum(observation.value for observation in observations))
+
+    return read
+
+
 def _otel_enabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
 
 def configure_telemetry(service: str) -> None:
-    """Create this process's tracer and logger providers (gunicorn's post_fork calls it, once per worker)."""
-    RequestsInstrumentor().instrument()
+    """Create this process's tracer and logger providers (gunicorn's post_fork calls it, once per worker). With
+    OTEL_SDK_DISABLED=true nothing is instrumented either: the shop runs dark, as the overhead benchmark needs."""
     if not _otel_enabled():
         return
+    RequestsInstrumentor().instrument()
     for name, value in OTEL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     OpenTelemetryConfigurator().configure(
         resource_attributes={"service.name": service, "service.namespace": "shop"},
-        export_span_processor=lambda exporter: BatchSpanProcessor(counting(exporter, service, "traces")),
-        export_log_record_processor=lambda exporter: BatchLogRecordProcessor(counting(exporter, service, "logs")),
+        export_span_processor=lambda exporter: BatchSpanProcessor(
+            counting(exporter, service, "traces"), meter_provider=_ProcessorMetricsToPrometheus(service, "traces")
+        ),
+        export_log_record_processor=lambda exporter: BatchLogRecordProcessor(
+            counting(exporter, service, "logs"), meter_provider=_ProcessorMetricsToPrometheus(service, "logs")
+        ),
     )
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
@@ -83,7 +150,8 @@ def configure_telemetry(service: str) -> None:
 
 
 def instrument_app(app: Flask) -> None:
-    FlaskInstrumentor().instrument_app(app, excluded_urls=UNTRACED_URLS)
+    if _otel_enabled():
+        FlaskInstrumentor().instrument_app(app, excluded_urls=UNTRACED_URLS)
 
 
 def shutdown_telemetry() -> None:
