@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import _exporter as exporter
 import _retention as retention
 import _settings as settings
 import _shapes as shapes
@@ -247,3 +248,20 @@ def keep_statistics_bounded(environment: Environment, **_kwargs: Any) -> None:
             retention.trim(runner.stats, time.time())
 
     gevent.spawn(trim_every_minute)
+
+
+@events.init.add_listener
+def serve_metrics(environment: Environment, **_kwargs: Any) -> None:
+    """/metrics on the web UI (the master's, or a standalone Locust's) for Prometheus: what Locust sent."""
+    web_ui, runner = environment.web_ui, environment.runner
+    if web_ui is None or web_ui.app is None or runner is None:  # --headless has no web UI to serve it
+        return
+
+    def metrics() -> tuple[str, int, dict[str, str]]:
+        rows = [
+            exporter.Sent(entry.method or "", entry.name, entry.num_requests, entry.num_failures)
+            for entry in runner.stats.entries.values()
+        ]
+        return exporter.exposition(rows, runner.user_count), 200, {"Content-Type": exporter.CONTENT_TYPE}
+
+    web_ui.app.add_url_rule("/metrics", "shop_metrics", metrics)

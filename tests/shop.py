@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import requests
@@ -138,3 +140,13 @@ class ShopUnderTest(SupervisedShop):
         return self.session.delete(
             self.url(service, "/admin/faults"), headers={"Authorization": f"Bearer {admin_token}"}
         )
+
+
+def load_locustfile_module(name: str) -> ModuleType:
+    """A plain helper module of locustfiles/ (one that does not import Locust), imported under a name of its own."""
+    spec = importlib.util.spec_from_file_location(f"locustfiles_{name}", REPO / "locustfiles" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module

@@ -156,8 +156,10 @@ def test_prometheus_scrapes_every_lab_service_where_it_listens():
         "grafana:3000",
         "alertmanager:9093",
         "localhost:9090",
+        "locust-master:8089",
     }
     assert targets == expected
+    assert 8089 in [int(port.split(":")[-1]) for port in services()["locust-master"]["ports"]]
     (shop,) = [job for job in config["scrape_configs"] if job["job_name"] == "shop"]
     assert shop["scrape_interval"] == "5s"
     assert {g["labels"]["service"] for g in shop["static_configs"]} == {"catalog", "checkout", "payment", "auth"}

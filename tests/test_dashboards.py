@@ -16,6 +16,7 @@ import requests
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import bearer
 from dashboards import (
@@ -31,7 +32,7 @@ from dashboards import (
 )
 from otlp_receiver import OtlpReceiver
 from prom import PROMETHEUS_DIR, binary
-from shop import REPO, ShopUnderTest, poll_until
+from shop import REPO, ShopUnderTest, load_locustfile_module, poll_until
 from shoplib.services import SERVICES
 from stack import datasources
 
@@ -67,6 +68,8 @@ BACKEND_METRICS = {
 # Series only the responder produces (apps/responder/metrics.py), which the native test shop does not run; checked
 # by name against the responder's own instruments.
 RESPONDER_METRICS = {"responder_actions_total", "responder_incidents_open"}
+# Served by the lab's Locust master (locustfiles/_exporter.py), which the dashboard tests do not run.
+LOCUST_METRICS = {"locust_requests_total"}
 # What Loki 3.7.6's OTLP ingestion stores with each record besides its attributes (pkg/loghttp/push/otlp.go): the
 # logger's name is the instrumentation scope, scope_name.
 LOKI_OTLP_METADATA = {
@@ -152,6 +155,17 @@ def test_the_responder_metrics_the_dashboards_read_are_the_ones_it_defines():
     }
     read = {name for q in PROMQL for name in metric_names(q.text) if name.startswith("responder_")}
     assert read == RESPONDER_METRICS and read <= defined
+
+
+def test_the_locust_metrics_the_dashboards_read_are_the_ones_its_master_serves():
+    exporter = load_locustfile_module("_exporter")
+    served = {
+        sample.name
+        for family in text_string_to_metric_families(exporter.exposition([exporter.Sent("GET", "catalog /x", 1, 0)], 1))
+        for sample in family.samples
+    }
+    read = {name for q in PROMQL for name in metric_names(q.text) if name.startswith("locust_")}
+    assert read == LOCUST_METRICS and read <= served
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
@@ -334,7 +348,8 @@ def test_every_metric_a_dashboard_or_alert_reads_exists(shop, loaded):
     recorded = {rule["record"] for rule in RULES if "record" in rule}
     used = {name for q in PROMQL for name in metric_names(q.text)}
     used |= {name for rule in RULES for name in metric_names(rule["expr"])}
-    unknown = used - exposed - prometheus_own - recorded - BACKEND_METRICS - RESPONDER_METRICS - {"ALERTS"}
+    unknown = used - exposed - prometheus_own - recorded - BACKEND_METRICS - RESPONDER_METRICS - LOCUST_METRICS
+    unknown -= {"ALERTS"}
     assert unknown == set()
     # The shop's own metrics must come from the services, not from an allow-list.
     assert {
@@ -363,7 +378,7 @@ def test_every_panel_shows_data_for_every_service_and_route(loaded):
     assert sorted(services) == sorted(SERVICES)
     checked, missing = 0, []
     for query in PROMQL:
-        if query.empty_is_healthy or metric_names(query.text) & (BACKEND_METRICS | RESPONDER_METRICS):
+        if query.empty_is_healthy or metric_names(query.text) & (BACKEND_METRICS | RESPONDER_METRICS | LOCUST_METRICS):
             continue
         used = variables_used(query.text)
         for service in services if "service" in used else [""]:

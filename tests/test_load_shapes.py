@@ -6,30 +6,17 @@ subprocess: importing it monkey-patches the process with gevent, which must neve
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
-import sys
-from types import ModuleType
 
 import pytest
 
 from shop import REPO, python
+from shop import load_locustfile_module as load_module
 from shoplib.services import native_url
 
 LOCUSTFILES = REPO / "locustfiles"
-
-
-def load_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"locustfiles_{name}", LOCUSTFILES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
 schedules = load_module("_schedules")
 settings = load_module("_settings")
 

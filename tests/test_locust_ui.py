@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -272,6 +273,16 @@ def test_the_peak_hour_is_one_click_in_locusts_web_ui(
     assert requests.get(f"{lab_locust.url}/exceptions", timeout=5).json()["exceptions"] == []
     (worker,) = final["workers"]  # the lab's one worker ran the users, and is still there
     assert worker["state"] != "missing"
+
+    # Prometheus scrapes the same counts from the master: the telemetry dashboard's "requests sent (Locust)".
+    scraped = requests.get(f"{lab_locust.url}/metrics", timeout=5).text
+    exported = {
+        sample.labels["name"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "locust_requests_total"
+    }
+    assert exported == {row["name"]: row["num_requests"] for row in final["stats"][:-1]}
 
 
 def test_the_labs_master_and_worker_stop_at_once_on_sigterm(lab_locust: LabLocust) -> None:
