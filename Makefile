@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help up test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios bench-footprint clean
+.PHONY: help up test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios bench-footprint bench-overhead clean
 
 help:
 	@echo "make up        the whole lab in Docker, healthy, then what to open and where the passwords are"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-detection  time to alert and who is paged for every drill, then a healthy peak hour (about 70 min)"
 	@echo "make bench-scenarios  every game day (bad release, canary, missing index, lock contention) with timings (about 20 min)"
 	@echo "make bench-footprint  every lab process's memory at idle, peak hour and Spike vs compose's limits, and its stop time (12 min)"
+	@echo "make bench-overhead   what traces and logs cost the shop (CPU, latency, memory, bytes) vs a dark shop (about 25 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
 # Nothing to edit first: compose's lab-init generates the secrets (a value in .env wins). The welcome comes from
@@ -83,6 +84,9 @@ bench-scenarios: $(BIN)/.installed
 
 bench-footprint: $(BIN)/.installed
 	$(BIN)/python bench/footprint.py $(BENCH_ARGS)
+
+bench-overhead: $(BIN)/.installed
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

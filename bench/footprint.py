@@ -44,6 +44,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the Prometheus/Alertmanager launchers, the OTLP receiver, compose.yaml
 
+from load_capacity import otlp_backends  # noqa: E402
+
 from otlp_receiver import OtlpReceiver  # noqa: E402
 from prom import Alertmanager, Prometheus  # noqa: E402
 from shoplib.services import RESPONDER, SERVICES  # noqa: E402
@@ -195,13 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(receiver.stop)
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
             print(f"telemetry: the tests' OTLP receiver at {receiver.endpoint} (a double, not Tempo or Loki)")
-        for variable, value in (
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", args.traces_endpoint),
-            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", args.logs_endpoint),
-        ):
-            if value:
-                env[variable] = value
-                print(f"telemetry: {variable}={value}")
+        env |= otlp_backends(args.traces_endpoint, args.logs_endpoint)
 
         print("starting the shop and the responder (seeding 250 000 orders takes a minute)", flush=True)
         out = stack.enter_context((workdir / "shop.stdout").open("wb"))

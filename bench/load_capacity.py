@@ -335,16 +335,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         report_against_baseline(result, key)
     if args.record:
-        recorded = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
-        recorded[key] = {
-            **result,
-            "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "machine": machine(),
-            "settings": {name: getattr(args, name) for name in SETTINGS_RECORDED[key]},
-        }
-        BASELINE.write_text(json.dumps(recorded, indent=2) + "\n")
-        print(f"recorded in {BASELINE.relative_to(REPO)}")
+        record(key, result, {name: getattr(args, name) for name in SETTINGS_RECORDED[key]})
     return 0
+
+
+def record(key: str, result: dict[str, Any], settings: dict[str, Any]) -> None:
+    """`result` as the section `key` of bench/baseline.json, with when, on what machine and with which settings."""
+    recorded = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    recorded[key] = {
+        **result,
+        "recorded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "settings": settings,
+    }
+    BASELINE.write_text(json.dumps(recorded, indent=2) + "\n")
+    print(f"recorded under {key!r} in {BASELINE.relative_to(REPO)}")
+
+
+def otlp_backends(traces_endpoint: str | None, logs_endpoint: str | None) -> dict[str, str]:
+    """The OTEL_* variables that send the shop's traces and logs to the backends given (printed as they are set)."""
+    env = {}
+    for variable, value in (
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", logs_endpoint),
+    ):
+        if value:
+            env[variable] = value
+            print(f"telemetry: {variable}={value}")
+    return env
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class OtlpReceiver:
         self.spans: list[Span] = []
         self.logs: list[LogRecord] = []
         self.raw_payloads: list[bytes] = []
+        # Body bytes as they came over the wire (before any gunzip), by path: what exporting costs the network.
+        self.received_bytes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -151,10 +153,13 @@ class OtlpReceiver:
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         routes = {"/v1/traces": self._store_traces, "/v1/logs": self._store_logs}
+        received, lock = self.received_bytes, self._lock
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 payload = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    received[self.path] = received.get(self.path, 0) + len(payload)
                 if self.headers.get("Content-Encoding") == "gzip":
                     payload = gzip.decompress(payload)
                 route = routes.get(self.path)
