@@ -175,7 +175,8 @@ def shop_environ(mode: str, seed_orders: int, endpoints: dict[str, str]) -> dict
 
 
 def scrape(url: str) -> tuple[float, dict[tuple[str, str, str], float]]:
-    """Requests this service served (infrastructure paths are not counted by the shop) and its telemetry counters."""
+    """Requests this service served (infrastructure paths are not counted by the shop) and its telemetry counters:
+    (metric, signal, outcome or reason) for exported and dropped items, (metric, signal, "") for the queue."""
     text = requests.get(f"{url}/metrics", timeout=10).text
     served = 0.0
     telemetry: dict[tuple[str, str, str], float] = {}
@@ -185,6 +186,9 @@ def scrape(url: str) -> tuple[float, dict[tuple[str, str, str], float]]:
                 served += sample.value
             elif sample.name in ("telemetry_exported_items_total", "telemetry_dropped_items_total"):
                 key = (sample.name, sample.labels["signal"], sample.labels.get("outcome") or sample.labels["reason"])
+                telemetry[key] = telemetry.get(key, 0.0) + sample.value
+            elif sample.name == "telemetry_queued_items":
+                key = (sample.name, sample.labels["signal"], "")
                 telemetry[key] = telemetry.get(key, 0.0) + sample.value
     return served, telemetry
 

@@ -76,19 +76,28 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._port = self._server.server_address[1]
+        self._closed = False
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> OtlpReceiver:
+        """Listen; after `stop`, again on the same port (a backend coming back after an outage)."""
+        if self._closed:
+            self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+            self._closed = False
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop listening: connections are refused, as by a stopped backend."""
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+        self._closed = True
 
     def spans_of(self, trace_id: str) -> list[Span]:
         with self._lock:

@@ -23,6 +23,10 @@ class Downstream:
         self.base_url = base_url
         self.timeout_s = timeout_s
         self.session = requests.Session()
+        # Calls between the shop's services never go through a proxy or use ~/.netrc. With trust_env on, requests
+        # looks both up on every call (scanning the environment, stat-ing files): a quarter of checkout's Python
+        # time in a profile under load (bench/overhead.py).
+        self.session.trust_env = False
 
     def call(self, method: str, path: str, *, bearer: str, json: Any = None) -> requests.Response:
         """One call; connection failures and timeouts become 503/504 problems naming the dependency. Timed per

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sqlite3
@@ -24,6 +25,12 @@ _tracer = trace.get_tracer(__name__)
 T = TypeVar("T")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _WHITESPACE = re.compile(r"\s+")
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_line(sql: str) -> str:
+    """A statement on one line, as spans and slow-query logs show it (the shop has a few dozen: cached)."""
+    return _WHITESPACE.sub(" ", sql).strip()
 
 
 def must_exist(row: T | None, what: str) -> T:
@@ -118,7 +125,7 @@ class Database:
             "db.system": "sqlite",
             "db.name": self.service,
             "db.operation.name": operation,
-            "db.statement": _WHITESPACE.sub(" ", sql).strip(),
+            "db.statement": _one_line(sql),
         }
         with _tracer.start_as_current_span(
             operation,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -46,10 +47,15 @@ OTEL_DEFAULTS = {
     "OTEL_METRICS_EXPORTER": "none",  # Prometheus scrapes /metrics instead
     "OTEL_LOGS_EXPORTER": "none",  # stdout JSON always; OTLP logs when set to otlp
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # Loki's OTLP endpoint speaks HTTP only
-    # The batch processors count what they drop (and show their queue) only with this on; see
-    # _ProcessorMetricsToPrometheus for where those counts go.
-    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": "true",
 }
+# The SDK's one switch for its internal metrics. The batch processors count what they drop (and show their queue)
+# only with it on: they get it while they are built (see _ProcessorMetricsToPrometheus for where the counts go).
+# The tracer and logger providers read it too, then count every span and record started and ended, about 0.1 ms of
+# CPU a span that no one reads (bench/overhead.py): they are built with it off.
+INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+# The Flask and requests instrumentations also record OpenTelemetry metrics of their own. The shop's RED metrics are
+# Prometheus's (shoplib.metrics) and OTEL_METRICS_EXPORTER is none, so these would be measured, aggregated, unread.
+_UNREAD_METRICS = NoOpMeterProvider()
 
 
 Exporter = TypeVar("Exporter", SpanExporter, LogRecordExporter)
@@ -117,6 +123,34 @@ def _observed(callback: CallbackT) -> Callable[[], float]:
     return read
 
 
+@contextmanager
+def _internal_metrics() -> Iterator[None]:
+    """INTERNAL_METRICS on while a batch processor is built, then as it was."""
+    before = os.environ.get(INTERNAL_METRICS)
+    os.environ[INTERNAL_METRICS] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[INTERNAL_METRICS]
+        else:
+            os.environ[INTERNAL_METRICS] = before
+
+
+def _batch_span_processor(exporter: SpanExporter, service: str) -> BatchSpanProcessor:
+    with _internal_metrics():
+        return BatchSpanProcessor(
+            counting(exporter, service, "traces"), meter_provider=_ProcessorMetricsToPrometheus(service, "traces")
+        )
+
+
+def _batch_log_record_processor(exporter: LogRecordExporter, service: str) -> BatchLogRecordProcessor:
+    with _internal_metrics():
+        return BatchLogRecordProcessor(
+            counting(exporter, service, "logs"), meter_provider=_ProcessorMetricsToPrometheus(service, "logs")
+        )
+
+
 def _otel_enabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
@@ -126,17 +160,14 @@ def configure_telemetry(service: str) -> None:
     OTEL_SDK_DISABLED=true nothing is instrumented either: the shop runs dark, as the overhead benchmark needs."""
     if not _otel_enabled():
         return
-    RequestsInstrumentor().instrument()
+    RequestsInstrumentor().instrument(meter_provider=_UNREAD_METRICS)
     for name, value in OTEL_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ.pop(INTERNAL_METRICS, None)  # see INTERNAL_METRICS: the providers are built without it
     OpenTelemetryConfigurator().configure(
         resource_attributes={"service.name": service, "service.namespace": "shop"},
-        export_span_processor=lambda exporter: BatchSpanProcessor(
-            counting(exporter, service, "traces"), meter_provider=_ProcessorMetricsToPrometheus(service, "traces")
-        ),
-        export_log_record_processor=lambda exporter: BatchLogRecordProcessor(
-            counting(exporter, service, "logs"), meter_provider=_ProcessorMetricsToPrometheus(service, "logs")
-        ),
+        export_span_processor=lambda exporter: _batch_span_processor(exporter, service),
+        export_log_record_processor=lambda exporter: _batch_log_record_processor(exporter, service),
     )
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
@@ -151,7 +182,7 @@ def configure_telemetry(service: str) -> None:
 
 def instrument_app(app: Flask) -> None:
     if _otel_enabled():
-        FlaskInstrumentor().instrument_app(app, excluded_urls=UNTRACED_URLS)
+        FlaskInstrumentor().instrument_app(app, excluded_urls=UNTRACED_URLS, meter_provider=_UNREAD_METRICS)
 
 
 def shutdown_telemetry() -> None:
