@@ -18,7 +18,7 @@ from prom import Prometheus
 from shop import ShopUnderTest, poll_until
 from shoplib.app import close_app
 from shoplib.config import load as load_settings
-from shoplib.security import issue_token
+from shoplib.security import SERVICE_ROLE, sign_token
 from shoplib.services import SERVICES
 
 # In-process tests build the apps with dev defaults; no exporter threads start (that is gunicorn's post_fork).
@@ -69,11 +69,18 @@ def token_for() -> Callable[..., str]:
     signer = Flask("signer")
     signer.config.from_mapping(load_settings(()))
 
-    def sign(sub: str = "alice", roles: tuple[str, ...] = ("customer",), ttl_s: int = 600) -> str:
-        with signer.app_context():
-            return issue_token(sub, roles, ttl_s)
+    def sign(
+        sub: str = "alice", roles: tuple[str, ...] = ("customer",), ttl_s: int = 600, customer: str | None = None
+    ) -> str:
+        return sign_token(signer.config, sub, roles, ttl_s, customer=customer)
 
     return sign
+
+
+@pytest.fixture
+def service_headers(token_for: Callable[..., str]) -> dict[str, str]:
+    """checkout's own token acting for alice: what catalog's reservations and payment's payments accept."""
+    return bearer(token_for("checkout", (SERVICE_ROLE,), customer="alice"))
 
 
 def bearer(token: str) -> dict[str, str]:

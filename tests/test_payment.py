@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from conftest import bearer
 from shop import DECLINING_CARD, GOOD_CARD
 
 
@@ -19,16 +20,16 @@ def pay(client, headers, *, card=GOOD_CARD, amount=19.99, order_id=None, currenc
     return client.post("/payments", json=body, headers=headers)
 
 
-def test_the_approving_test_card_is_captured(client, headers):
-    response = pay(client, headers)
+def test_the_approving_test_card_is_captured(client, service_headers):
+    response = pay(client, service_headers)
     assert response.status_code == 201
     body = response.json
     assert body["status"] == "captured" and body["payment_id"].startswith("pay_")
     assert body["card"] == {"brand": "visa", "last4": "4242"} and body["amount"] == 19.99
 
 
-def test_the_declining_test_card_is_declined_with_a_reason(client, headers):
-    response = pay(client, headers, card=DECLINING_CARD)
+def test_the_declining_test_card_is_declined_with_a_reason(client, service_headers):
+    response = pay(client, service_headers, card=DECLINING_CARD)
     assert response.status_code == 402
     assert response.json["status"] == "declined" and response.json["reason"] == "card_declined"
 
@@ -43,8 +44,8 @@ def test_the_declining_test_card_is_declined_with_a_reason(client, headers):
         ({**GOOD_CARD, "cvc": "12"}, "card.cvc", "3 or 4 digits"),
     ],
 )
-def test_invalid_cards_are_400_naming_the_field(client, headers, card, field, message):
-    response = pay(client, headers, card=card)
+def test_invalid_cards_are_400_naming_the_field(client, service_headers, card, field, message):
+    response = pay(client, service_headers, card=card)
     assert response.status_code == 400
     assert [e["field"] for e in response.json["errors"]] == [field]
     assert message in response.json["errors"][0]["message"]
@@ -53,24 +54,42 @@ def test_invalid_cards_are_400_naming_the_field(client, headers, card, field, me
 @pytest.mark.parametrize(
     ("amount", "currency"), [(0, "USD"), (10.001, "USD"), (1e9, "USD"), (True, "USD"), ("10", "USD"), (10, "XXX")]
 )
-def test_bad_amounts_and_currencies_are_400(client, headers, amount, currency):
-    assert pay(client, headers, amount=amount, currency=currency).status_code == 400
+def test_bad_amounts_and_currencies_are_400(client, service_headers, amount, currency):
+    assert pay(client, service_headers, amount=amount, currency=currency).status_code == 400
 
 
-def test_paying_an_order_twice_charges_once(client, headers):
-    first = pay(client, headers, order_id="order-1")
-    again = pay(client, headers, order_id="order-1")
+def test_paying_an_order_twice_charges_once(client, service_headers):
+    first = pay(client, service_headers, order_id="order-1")
+    again = pay(client, service_headers, order_id="order-1")
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.json["payment_id"] == first.json["payment_id"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert pay(client, headers, order_id="order-1", amount=5.00).status_code == 409
+    assert pay(client, service_headers, order_id="order-1", amount=5.00).status_code == 409
 
 
-def test_only_the_last_four_digits_are_stored(app, client, headers, tmp_path):
-    assert pay(client, headers).status_code == 201
+def test_only_the_last_four_digits_are_stored(app, client, service_headers, tmp_path):
+    assert pay(client, service_headers).status_code == 201
     stored = b"".join(path.read_bytes() for path in (tmp_path / "payment").glob("payment.db*"))
     assert b"4242424242424242" not in stored and b"4242" in stored
 
 
 def test_payments_need_a_token(client):
     assert pay(client, {}).status_code == 401
+
+
+def test_customers_cannot_pay_directly(client, headers):
+    """Payments are checkout's internal operation: a customer's token is refused, whatever the order."""
+    response = pay(client, headers, amount=999_999.99, order_id="made-up")
+    assert response.status_code == 403 and response.content_type == "application/problem+json"
+
+
+def test_a_payment_belongs_to_the_customer_checkout_acted_for(client, token_for):
+    alice = bearer(token_for("checkout", ("service",), customer="alice"))
+    bob = bearer(token_for("checkout", ("service",), customer="bob"))
+    paid = pay(client, alice, order_id="order-of-alice")
+    assert paid.status_code == 201
+    # Bob's request for the same order reveals nothing of Alice's payment and charges nothing.
+    refused = pay(client, bob, order_id="order-of-alice")
+    assert refused.status_code == 409
+    assert paid.json["payment_id"] not in refused.text and "4242" not in refused.text
+    assert pay(client, alice, order_id="order-of-alice").json["payment_id"] == paid.json["payment_id"]

@@ -189,7 +189,7 @@ def test_checkout_1_9_0_drops_the_user_index_and_rolling_back_recreates_it(make_
 
 def test_payment_2_5_0_fails_about_15_percent_of_payments(client_for, admin, token_for):
     client = client_for("payment", **LIGHT["payment"])
-    customer = bearer(token_for())
+    customer = bearer(token_for("checkout", ("service",), customer="alice"))  # checkout's, for a customer
 
     def outcomes(count):
         statuses = [

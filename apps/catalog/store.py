@@ -34,6 +34,10 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _owned_by(reservation: dict[str, Any], owner: str) -> bool:
+    return reservation["owner"] in (owner, None)  # None: made before reservations had owners
+
+
 class CatalogStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -67,6 +71,8 @@ class CatalogStore:
                 updated_at TEXT NOT NULL
             )""",
         )
+        # The customer whose order holds the stock (checkout acts for them); NULL on reservations from before.
+        self.db.add_column("reservations", "owner", "TEXT")
 
     def seed(self, count: int) -> None:
         if self.db.execute("products.count", "SELECT COUNT(*) AS n FROM products")[0]["n"]:
@@ -118,14 +124,17 @@ class CatalogStore:
         rows = self.db.execute("products.get", "SELECT * FROM products WHERE id = ?", (product_id,))
         return product_json(rows[0]) if rows else None
 
-    def reserve(self, reference: str, lines: list[Line]) -> tuple[dict[str, Any], bool]:
+    def reserve(self, reference: str, lines: list[Line], owner: str) -> tuple[dict[str, Any], bool]:
         """Take stock for every line or for none. Returns (reservation, created).
 
         Idempotent on `reference`: an active reservation is returned as it is; a released one is
-        taken again (checkout retrying an order after a failed payment).
+        taken again (checkout retrying an order after a failed payment). A reference another customer's
+        reservation holds is a conflict, and nothing of that reservation is shown.
         """
         with self.db.transaction():
             existing = self._by("reference", reference)
+            if existing is not None and not _owned_by(existing, owner):
+                raise Problem(409, "Reference taken", f"The reference {reference!r} belongs to another reservation.")
             if existing is not None and existing["status"] == "reserved":
                 return existing, False
             priced, unavailable, unknown = [], [], []
@@ -166,9 +175,9 @@ class CatalogStore:
                 reservation_id = uuid.uuid4().hex
                 self.db.execute(
                     "reservations.insert",
-                    "INSERT INTO reservations (id, reference, status, lines, total_cents, created_at, updated_at) "
-                    "VALUES (?, ?, 'reserved', ?, ?, ?, ?)",
-                    (reservation_id, reference, json.dumps(priced), total, now, now),
+                    "INSERT INTO reservations (id, reference, status, lines, total_cents, owner, created_at, "
+                    "updated_at) VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?)",
+                    (reservation_id, reference, json.dumps(priced), total, owner, now, now),
                 )
             else:
                 reservation_id = existing["reservation_id"]
@@ -180,11 +189,20 @@ class CatalogStore:
                 )
             return must_exist(self._by("id", reservation_id), f"reservation {reservation_id}"), True
 
-    def release(self, reservation_id: str) -> dict[str, Any] | None:
-        """Give the stock back once; releasing again changes nothing."""
+    def release(self, reservation_id: str, owner: str) -> dict[str, Any] | None:
+        """Give the stock back once; releasing again changes nothing. None: no such reservation of `owner`'s."""
+        return self._release("id", reservation_id, owner)
+
+    def release_reference(self, reference: str, owner: str) -> dict[str, Any] | None:
+        """`release`, for the reservation made with `reference`."""
+        return self._release("reference", reference, owner)
+
+    def _release(self, column: str, value: str, owner: str) -> dict[str, Any] | None:
         with self.db.transaction():
-            reservation = self._by("id", reservation_id)
-            if reservation is None or reservation["status"] == "released":
+            reservation = self._by(column, value)
+            if reservation is None or not _owned_by(reservation, owner):
+                return None
+            if reservation["status"] == "released":
                 return reservation
             for item in reservation["items"]:
                 self.db.execute(
@@ -195,9 +213,9 @@ class CatalogStore:
             self.db.execute(
                 "reservations.release",
                 "UPDATE reservations SET status = 'released', updated_at = ? WHERE id = ?",
-                (utc_timestamp(), reservation_id),
+                (utc_timestamp(), reservation["reservation_id"]),
             )
-            return self._by("id", reservation_id)
+            return self._by("id", reservation["reservation_id"])
 
     def _by(self, column: str, value: str) -> dict[str, Any] | None:
         rows = self.db.execute(
@@ -219,6 +237,7 @@ class CatalogStore:
         return {
             "reservation_id": row["id"],
             "reference": row["reference"],
+            "owner": row["owner"],
             "status": row["status"],
             "items": items,
             "total": row["total_cents"] / 100,

@@ -9,6 +9,15 @@ ORDERS = Counter("orders_total", "Orders placed, by outcome: paid, declined, rej
 for _status in ORDER_OUTCOMES:
     ORDERS.labels(_status)
 
+RECONCILED = Counter(
+    "orders_reconciled_total",
+    "Orders the reconciler brought to a final state after their request died (paid, declined, failed), or whose "
+    "stock it gave back (stock_released).",
+    ["outcome"],
+)
+for _outcome in ("paid", "declined", "failed", "stock_released"):
+    RECONCILED.labels(_outcome)
+
 DEPENDENCY_CALLS = Histogram(
     "http_client_request_duration_seconds",
     "Time checkout waited on a call to a dependency, by the route being served (method, route), the dependency, "

@@ -17,7 +17,9 @@ _log = logging.getLogger("checkout.orders")
 USER_INDEX = "idx_orders_user_id"
 CREATE_USER_INDEX = f"CREATE INDEX IF NOT EXISTS {USER_INDEX} ON orders (user_id, created_at)"
 TERMINAL = ("paid", "declined", "rejected")
-STALE_PENDING = timedelta(seconds=120)  # longer than any request can take (gunicorn's timeout is 30 s)
+# A pending order untouched this long was abandoned by its request (gunicorn's timeout is 30 s): a retry of its
+# key or the reconciler may take it over. ORDER_STALE_AFTER_S sets it.
+DEFAULT_STALE_AFTER_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,9 @@ class Claim:
 
 
 class OrderStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.db = db
+        self.stale_after = timedelta(seconds=stale_after_s)
 
     def migrate(self) -> None:
         # The unique key leads with idempotency_key on purpose: with user_id first, it would double as an
@@ -58,6 +61,8 @@ class OrderStore:
             )""",
         )
         self.db.execute("orders.create_user_index", CREATE_USER_INDEX)
+        # 1 while the order's stock may still be held though it did not end paid: the reconciler's to-do list.
+        self.db.add_column("orders", "stock_to_release", "INTEGER NOT NULL DEFAULT 0")
 
     def seed_history(self, count: int) -> None:
         """A large order history, generated inside SQLite (seconds, not minutes), the same every time.
@@ -119,10 +124,11 @@ class OrderStore:
             return Claim("replay", order)
         # A failed attempt (a dependency was down), or one abandoned mid-way by a crash, may be retried;
         # only one request wins the retry.
-        stale = utc_timestamp(datetime.now(UTC) - STALE_PENDING)
+        stale = utc_timestamp(datetime.now(UTC) - self.stale_after)
+        # The retry holds the order's stock again from here (it reserves by the same reference), so the flag goes.
         retaken = self.db.execute_count(
             "orders.retake",
-            "UPDATE orders SET status = 'pending', updated_at = ? "
+            "UPDATE orders SET status = 'pending', stock_to_release = 0, updated_at = ? "
             "WHERE id = ? AND (status = 'failed' OR (status = 'pending' AND updated_at < ?))",
             (now, order["id"], stale),
         )
@@ -150,21 +156,64 @@ class OrderStore:
         response_status: int,
         response_body: dict[str, Any],
         payment_id: str | None = None,
+        *,
+        stock_to_release: bool = False,
     ) -> None:
         """Record the outcome a replay of this Idempotency-Key must return."""
         self.db.execute(
             "orders.finish",
-            "UPDATE orders SET status = ?, payment_id = ?, response_status = ?, response_body = ?, updated_at = ? "
-            "WHERE id = ?",
-            (status, payment_id, response_status, json.dumps(response_body), utc_timestamp(), order_id),
+            "UPDATE orders SET status = ?, payment_id = ?, response_status = ?, response_body = ?, "
+            "stock_to_release = ?, updated_at = ? WHERE id = ?",
+            (
+                status,
+                payment_id,
+                response_status,
+                json.dumps(response_body),
+                int(stock_to_release),
+                utc_timestamp(),
+                order_id,
+            ),
         )
 
-    def mark_failed(self, order_id: str) -> None:
+    def mark_failed(self, order_id: str, *, stock_to_release: bool) -> None:
         """The attempt failed before any outcome; the same key may try again."""
         self.db.execute(
             "orders.mark_failed",
-            "UPDATE orders SET status = 'failed', updated_at = ? WHERE id = ? AND status = 'pending'",
-            (utc_timestamp(), order_id),
+            "UPDATE orders SET status = 'failed', stock_to_release = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (int(stock_to_release), utc_timestamp(), order_id),
+        )
+
+    def unsettled(self, stale_before: datetime, limit: int) -> list[dict[str, Any]]:
+        """What the reconciler must look at: orders pending since before `stale_before` (their request died), and
+        orders that ended without being paid but may still hold stock. Oldest first."""
+        rows = self.db.execute(
+            "orders.unsettled",
+            "SELECT * FROM orders WHERE (status = 'pending' AND updated_at < ?) "
+            "OR (stock_to_release = 1 AND status IN ('failed', 'declined', 'rejected')) "
+            "ORDER BY updated_at LIMIT ?",
+            (utc_timestamp(stale_before), limit),
+        )
+        return [dict(row) for row in rows]
+
+    def take_over(self, order: dict[str, Any]) -> bool:
+        """Claim an order for the reconciler as a retry of its key would (one winner): it stays pending, touched,
+        while the reconciler settles it, so a client's retry meanwhile is told to wait. False: someone else has it."""
+        return bool(
+            self.db.execute_count(
+                "orders.take_over",
+                "UPDATE orders SET status = 'pending', updated_at = ? "
+                "WHERE id = ? AND status = ? AND updated_at = ? AND stock_to_release = ?",
+                (utc_timestamp(), order["id"], order["status"], order["updated_at"], order["stock_to_release"]),
+            )
+        )
+
+    def stock_released(self, order_id: str, status: str) -> None:
+        """The reconciler gave the order's stock back: it returns to `status` with nothing left to do."""
+        self.db.execute(
+            "orders.stock_released",
+            "UPDATE orders SET status = ?, stock_to_release = 0, updated_at = ? WHERE id = ?",
+            (status, utc_timestamp(), order_id),
         )
 
     def get(self, order_id: str) -> dict[str, Any] | None:

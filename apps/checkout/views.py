@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -11,13 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from opentelemetry import trace
 
 from shoplib.app import extension
 from shoplib.errors import PROBLEM_CONTENT_TYPE, Problem, ValidationFailed
 from shoplib.order_lines import Line, order_lines
-from shoplib.security import bearer_token
+from shoplib.security import bearer_token, service_token
 from shoplib.validation import Fields, json_body, query_int
 
 from .clients import Auth, Downstream, failed, problem_from
@@ -46,8 +47,12 @@ class Card:
     cvc: str
 
     @property
+    def digits(self) -> str:
+        return "".join(ch for ch in self.number if ch.isdigit())
+
+    @property
     def last4(self) -> str:
-        return "".join(ch for ch in self.number if ch.isdigit())[-4:]
+        return self.digits[-4:]
 
 
 def _deps() -> Dependencies:
@@ -93,8 +98,12 @@ def _read_order(body: dict[str, Any]) -> tuple[list[Line], Card]:
 
 
 def _request_hash(lines: list[Line], card: Card) -> str:
-    """Identifies the order's content without keeping anything derived from the full card number."""
-    canonical = json.dumps([[line.product_id, line.quantity] for line in lines] + [card.last4, card.expiry])
+    """Identifies the order's content, the whole card number included (another card with the same last 4 and
+    expiry is another order), through a digest keyed with the shop's secret: the number can't be recovered from
+    the stored hash by trying every card number."""
+    key = hashlib.sha256(b"shoplab idempotency\0" + current_app.config["JWT_SECRET"].encode()).digest()
+    card_digest = hmac.new(key, card.digits.encode(), hashlib.sha256).hexdigest()
+    canonical = json.dumps([[line.product_id, line.quantity] for line in lines] + [card_digest, card.expiry])
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -130,34 +139,87 @@ def _replay(order: dict[str, Any]) -> Response:
     )
 
 
-def _settle(order_id: str, status: str, http_status: int, body: dict[str, Any], payment_id: str | None = None) -> Any:
-    """Record a final outcome (what any replay of the key returns) and answer with it."""
+def record_outcome(
+    order_id: str,
+    status: str,
+    http_status: int,
+    body: dict[str, Any],
+    payment_id: str | None = None,
+    *,
+    stock_to_release: bool = False,
+) -> None:
+    """Record a final outcome (what any replay of the key returns); `stock_to_release`: the order's stock is still
+    held and the reconciler must give it back."""
     with _step("persist order", **{"order.id": order_id, "order.status": status}):
-        _orders().finish(order_id, status, http_status, body, payment_id)
+        _orders().finish(order_id, status, http_status, body, payment_id, stock_to_release=stock_to_release)
     ORDERS.labels(status).inc()
     _log.info("order_" + status, extra={"order_id": order_id, "status": http_status})
+
+
+def _settle(
+    order_id: str,
+    status: str,
+    http_status: int,
+    body: dict[str, Any],
+    payment_id: str | None = None,
+    *,
+    stock_to_release: bool = False,
+) -> Any:
+    """Record a final outcome and answer with it."""
+    record_outcome(order_id, status, http_status, body, payment_id, stock_to_release=stock_to_release)
     if http_status >= 400:
         return Response(json.dumps(body), status=http_status, content_type=PROBLEM_CONTENT_TYPE)
     return body, http_status
 
 
-def _fail(order_id: str, problem: Problem) -> Problem:
+def record_failure(order_id: str, reason: str, *, stock_to_release: bool) -> None:
     """No outcome was reached (a dependency failed): the key may be retried."""
-    _orders().mark_failed(order_id)
+    _orders().mark_failed(order_id, stock_to_release=stock_to_release)
     ORDERS.labels("failed").inc()
-    _log.error("order_failed", extra={"order_id": order_id, "reason": problem.detail})
+    _log.error("order_failed", extra={"order_id": order_id, "reason": reason})
+
+
+def _fail(order_id: str, problem: Problem, *, stock_to_release: bool) -> Problem:
+    record_failure(order_id, problem.detail, stock_to_release=stock_to_release)
     return problem
 
 
-def _release(reservation_id: str, bearer: str) -> None:
-    with _step("release stock", **{"reservation.id": reservation_id}):
+def release_stock(order_id: str, bearer: str) -> bool:
+    """Give back whatever stock the order holds, by the reference it reserved with (its id), so it works when the
+    reservation's id never came back. True when nothing is held any more."""
+    with _step("release stock", **{"order.id": order_id}):
         try:
-            response = _deps().catalog.call("DELETE", f"/reservations/{reservation_id}", bearer=bearer)
-            ok = response.status_code == 200
+            response = _deps().catalog.call("DELETE", f"/reservations/by-reference/{order_id}", bearer=bearer)
+            released = response.status_code in (200, 404)  # 404: it never reserved anything
         except Problem:
-            ok = False
-    if not ok:  # the stock stays reserved; the log line is how an operator finds it
-        _log.error("stock_release_failed", extra={"reservation_id": reservation_id})
+            released = False
+    if not released:  # the reconciler tries again; the log line says why the stock is still held
+        _log.error("stock_release_failed", extra={"order_id": order_id})
+    return released
+
+
+def paid_body(order: dict[str, Any], payment_id: str) -> dict[str, Any]:
+    """The answer to a paid order: `order` has its reservation's items, total_cents and currency."""
+    return {
+        "order_id": order["id"],
+        "status": "paid",
+        "total": order["total_cents"] / 100,
+        "currency": order["currency"],
+        "items": [_item_json(item) for item in order["items"]],
+        "payment_id": payment_id,
+    }
+
+
+def declined_problem(order_id: str, reason: str, *, released: bool) -> Problem:
+    stock = "the stock is released" if released else "the stock is being released"
+    return Problem(
+        402,
+        "Payment declined",
+        f"The card was declined ({reason}); no money was taken and {stock}.",
+        order_id=order_id,
+        order_status="declined",
+        reason=reason,
+    )
 
 
 @bp.post("/orders")
@@ -180,7 +242,8 @@ def place_order() -> Any:
             "An order with this Idempotency-Key is being processed; retry shortly.",
             headers={"Retry-After": "1"},
         )
-    return _process(claim.order["id"], lines, card, bearer)
+    # Catalog and payment take reservations and payments only from checkout, acting for this customer.
+    return _process(claim.order["id"], lines, card, service_token("checkout", principal.sub))
 
 
 def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
@@ -195,13 +258,21 @@ def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
                 json={"reference": order_id, "items": [vars(line) for line in lines]},
             )
         except Problem as problem:
-            raise _fail(order_id, problem) from None
+            # Catalog may have reserved all the same (a timeout, or it died before answering): the reconciler
+            # releases whatever the order holds.
+            raise _fail(order_id, problem, stock_to_release=True) from None
     if response.status_code in (400, 409):
         return _settle(order_id, "rejected", response.status_code, problem_from(response).body())
     if response.status_code not in (200, 201):
-        raise _fail(order_id, failed(deps.catalog, response))
+        raise _fail(order_id, failed(deps.catalog, response), stock_to_release=True)
     reservation = response.json()
     _orders().record_reservation(order_id, reservation)
+    order = {
+        "id": order_id,
+        "items": reservation["items"],
+        "total_cents": reservation["total_cents"],
+        "currency": reservation["currency"],
+    }
 
     with _step("charge payment", **{"order.id": order_id}):
         try:
@@ -217,34 +288,23 @@ def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
                 },
             )
         except Problem as problem:
-            _release(reservation["reservation_id"], bearer)
-            raise _fail(order_id, problem) from None
+            # A timeout may still capture, and so may a payment that died after capturing (the connection drops):
+            # the stock stays until the reconciler has asked payment.
+            raise _fail(order_id, problem, stock_to_release=True) from None
     if response.status_code == 201:
         payment = response.json()
-        body = {
-            "order_id": order_id,
-            "status": "paid",
-            "total": reservation["total"],
-            "currency": reservation["currency"],
-            "items": [_item_json(item) for item in reservation["items"]],
-            "payment_id": payment["payment_id"],
-        }
-        return _settle(order_id, "paid", 201, body, payment["payment_id"])
-    _release(reservation["reservation_id"], bearer)
+        return _settle(order_id, "paid", 201, paid_body(order, payment["payment_id"]), payment["payment_id"])
     if response.status_code == 402:
-        reason = response.json().get("reason", "declined")
-        declined = Problem(
-            402,
-            "Payment declined",
-            f"The card was declined ({reason}); no money was taken and the stock is released.",
-            order_id=order_id,
-            order_status="declined",
-            reason=reason,
-        )
-        return _settle(order_id, "declined", 402, declined.body())
-    if response.status_code == 400:
-        return _settle(order_id, "rejected", 400, problem_from(response).body())
-    raise _fail(order_id, failed(deps.payment, response))
+        released = release_stock(order_id, bearer)
+        declined = declined_problem(order_id, response.json().get("reason", "declined"), released=released)
+        return _settle(order_id, "declined", 402, declined.body(), stock_to_release=not released)
+    if response.status_code == 400:  # the card was refused before any charge
+        released = release_stock(order_id, bearer)
+        return _settle(order_id, "rejected", 400, problem_from(response).body(), stock_to_release=not released)
+    # 502 is the gateway failing: no charge. Any other answer (409 payment in progress, a 500) leaves the charge
+    # unknown: the stock stays until the reconciler has asked payment.
+    released = response.status_code == 502 and release_stock(order_id, bearer)
+    raise _fail(order_id, failed(deps.payment, response), stock_to_release=not released)
 
 
 @bp.get("/orders")

@@ -13,7 +13,7 @@ from .faults import payment_faults
 from .gateway import Gateway
 from .releases import RELEASES
 from .store import PaymentStore
-from .views import bp
+from .views import bp, recover
 
 SETTINGS = (Setting("GATEWAY_LATENCY_MS", integer(0, 10_000), default=60),)
 
@@ -23,6 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db = open_database(app)
     store = PaymentStore(db)
     store.migrate()
+    recover(store)
     gateway = Gateway(app.config["GATEWAY_LATENCY_MS"])
     app.extensions["payment.store"] = store
     app.extensions["payment.gateway"] = gateway

@@ -12,3 +12,7 @@ CAPTURED_AMOUNT = Counter("payments_captured_amount_total", "Money captured, in 
 for _status in ("captured", "declined", "error"):
     PAYMENTS.labels(_status)
 PAYMENT_ERRORS.labels("gateway_error")
+VOIDED = Counter(
+    "payments_voided_total",
+    "Pending payments a restart found left by a crash mid-payment: never authorized, removed so the order can be paid.",
+)

@@ -29,9 +29,11 @@ class PaymentStore:
                 updated_at TEXT NOT NULL
             )""",
         )
+        # The customer whose order it pays (checkout acts for them); NULL on payments from before.
+        self.db.add_column("payments", "owner", "TEXT")
 
     def claim(
-        self, order_id: str, amount_cents: int, currency: str, brand: str, last4: str
+        self, order_id: str, amount_cents: int, currency: str, brand: str, last4: str, *, owner: str
     ) -> tuple[dict[str, Any], bool]:
         """Insert a pending payment for the order, or return the one already there. Returns (row, claimed)."""
         payment_id = "pay_" + uuid.uuid4().hex
@@ -40,8 +42,8 @@ class PaymentStore:
             self.db.execute(
                 "payments.claim",
                 "INSERT INTO payments (id, order_id, amount_cents, currency, status, card_brand, card_last4, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-                (payment_id, order_id, amount_cents, currency, brand, last4, now, now),
+                "owner, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (payment_id, order_id, amount_cents, currency, brand, last4, owner, now, now),
             )
             claimed = True
         except sqlite3.IntegrityError:
@@ -55,6 +57,15 @@ class PaymentStore:
             (status, reason, utc_timestamp(), payment_id),
         )
         return must_exist(self.get_by_id(payment_id), f"payment {payment_id}")
+
+    def void_unfinished(self) -> list[dict[str, Any]]:
+        """Remove the payments left pending by a process that died mid-payment, and return them. Only for start-up:
+        a payment is pending only while its request runs, and the gateway call of that request died with it (the
+        simulated gateway is in this process), so nothing was taken; removed, the order can be paid again."""
+        rows = self.db.execute("payments.list_pending", "SELECT * FROM payments WHERE status = 'pending'")
+        for row in rows:
+            self.abandon(row["id"])
+        return [dict(row) for row in rows]
 
     def abandon(self, payment_id: str) -> None:
         """Forget a pending claim whose gateway call failed, so the order can be paid on retry."""

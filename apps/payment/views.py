@@ -1,4 +1,5 @@
-"""POST /payments: validate, claim the order's payment, authorize at the gateway, record the outcome."""
+"""POST /payments (checkout's, for a customer: internal): validate, claim the order's payment, authorize at the
+gateway, record the outcome."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from shoplib.app import extension
-from shoplib.errors import Problem
+from shoplib.errors import Problem, ValidationFailed
 from shoplib.releases import setting as release_setting
-from shoplib.security import require_user
+from shoplib.security import current_principal, require_service
 from shoplib.validation import Fields, json_body
 
 from . import cards
 from .gateway import Gateway
-from .metrics import CAPTURED_AMOUNT, PAYMENT_ERRORS, PAYMENTS
+from .metrics import CAPTURED_AMOUNT, PAYMENT_ERRORS, PAYMENTS, VOIDED
 from .releases import CLIENT_FAILURE_RATE
 from .store import PaymentStore
 
@@ -71,7 +72,14 @@ def _read_payment(body: dict[str, Any]) -> tuple[str, int, str, str, str]:
     return order_id or "", amount_cents, currency or "", digits, cvc
 
 
-def _response(payment: dict[str, Any], replayed: bool) -> Any:
+def recover(store: PaymentStore) -> None:
+    """At start-up, before serving: what a crash left pending is voided, logged and counted."""
+    for payment in store.void_unfinished():
+        VOIDED.inc()
+        _log.warning("payment_voided", extra={"order_id": payment["order_id"], "payment_id": payment["id"]})
+
+
+def _payment_json(payment: dict[str, Any]) -> dict[str, Any]:
     body = {
         "payment_id": payment["id"],
         "order_id": payment["order_id"],
@@ -82,17 +90,45 @@ def _response(payment: dict[str, Any], replayed: bool) -> Any:
     }
     if payment["status"] == "declined":
         body["reason"] = payment["decline_reason"]
+    return body
+
+
+def _response(payment: dict[str, Any], replayed: bool) -> Any:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
-    return body, 201 if payment["status"] == "captured" else 402, headers
+    return _payment_json(payment), 201 if payment["status"] == "captured" else 402, headers
+
+
+def _owner() -> str:
+    owner = current_principal().customer
+    assert owner is not None  # require_service admits only tokens that name one
+    return owner
+
+
+@bp.get("/payments")
+@require_service("checkout")
+def find_payment() -> Any:
+    """The payment of `?order_id=`: how checkout settles an order whose request died (pending, captured or
+    declined). Another customer's payment is as absent as none."""
+    order_id = request.args.get("order_id", "")
+    if not _ORDER_ID.fullmatch(order_id) or len(order_id) > 64:
+        raise ValidationFailed([{"field": "order_id", "message": "1-64 letters, digits, _ and -"}])
+    payment = _store().get_by_order(order_id)
+    if payment is None or payment["owner"] not in (_owner(), None):
+        raise Problem(404, "Not found", f"Order {order_id} has no payment.")
+    return _payment_json(payment)
 
 
 @bp.post("/payments")
-@require_user
+@require_service("checkout")
 def create_payment() -> Any:
     order_id, amount_cents, currency, digits, _cvc = _read_payment(json_body())
     brand, last4 = cards.brand(digits), digits[-4:]
-    payment, claimed = _store().claim(order_id, amount_cents, currency, brand, last4)
+    owner = _owner()
+    payment, claimed = _store().claim(order_id, amount_cents, currency, brand, last4, owner=owner)
     if not claimed:
+        if payment["owner"] not in (owner, None):  # None: paid before payments had owners
+            # Nothing of another customer's payment is shown, not even that it exists.
+            raise Problem(409, "Conflict", f"Order {order_id} cannot be paid with this request.")
         if (payment["amount_cents"], payment["currency"]) != (amount_cents, currency):
             raise Problem(409, "Conflict", f"Order {order_id} already has a payment for a different amount.")
         if payment["status"] == "pending":

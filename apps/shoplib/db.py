@@ -188,5 +188,11 @@ class Database:
             raise
         self.execute("commit", "COMMIT")
 
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Add a column to a table made by an earlier version (data kept across upgrades), once."""
+        columns = {row["name"] for row in self.execute(f"{table}.columns", f"PRAGMA table_info({table})")}
+        if column not in columns:
+            self.execute(f"{table}.add_{column}", f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
     def ping(self) -> None:
         self.execute("ping", "SELECT 1")

@@ -17,6 +17,10 @@ from .errors import Problem, unauthorized
 
 ALGORITHM = "HS256"  # pinned: a token's own "alg" header is never trusted
 MAX_TOKEN_LENGTH = 4096
+# The role of a token a service signs for itself to call another one's internal operations (checkout reserving
+# stock and taking payments). auth never issues it: a customer's token can't call those operations.
+SERVICE_ROLE = "service"
+SERVICE_TOKEN_TTL_S = 60
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,6 +31,7 @@ class Principal:
     sub: str
     roles: tuple[str, ...]
     expires_at: int
+    customer: str | None = None  # on a service's token: the customer it acts for, who owns what it creates
 
 
 def issue_token(sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
@@ -34,11 +39,13 @@ def issue_token(sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
     return sign_token(current_app.config, sub, roles, ttl_s)
 
 
-def sign_token(settings: Mapping[str, Any], sub: str, roles: tuple[str, ...], ttl_s: int) -> str:
+def sign_token(
+    settings: Mapping[str, Any], sub: str, roles: tuple[str, ...], ttl_s: int, *, customer: str | None = None
+) -> str:
     """A token signed with JWT_SECRET for JWT_ISSUER and JWT_AUDIENCE in `settings` (any holder of the secret,
     such as the responder acting on the services' admin endpoints, or a test)."""
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": sub,
         "roles": list(roles),
         "iss": settings["JWT_ISSUER"],
@@ -48,7 +55,14 @@ def sign_token(settings: Mapping[str, Any], sub: str, roles: tuple[str, ...], tt
         "exp": now + ttl_s,
         "jti": uuid.uuid4().hex,
     }
+    if customer is not None:
+        claims["customer"] = customer
     return jwt.encode(claims, settings["JWT_SECRET"], algorithm=ALGORITHM)
+
+
+def service_token(service: str, customer: str) -> str:
+    """A short-lived token of the current app's service (SERVICE_ROLE) acting for `customer`."""
+    return sign_token(current_app.config, service, (SERVICE_ROLE,), SERVICE_TOKEN_TTL_S, customer=customer)
 
 
 def decode_token(token: str) -> Principal:
@@ -70,9 +84,15 @@ def decode_token(token: str) -> Principal:
     except jwt.InvalidTokenError:
         raise unauthorized("The bearer token is not valid.") from None
     roles = claims.get("roles", [])
-    if not isinstance(claims["sub"], str) or not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+    customer = claims.get("customer")
+    if (
+        not isinstance(claims["sub"], str)
+        or not isinstance(roles, list)
+        or not all(isinstance(r, str) for r in roles)
+        or not isinstance(customer, str | None)
+    ):
         raise unauthorized("The bearer token has malformed claims.")
-    return Principal(sub=claims["sub"], roles=tuple(roles), expires_at=int(claims["exp"]))
+    return Principal(sub=claims["sub"], roles=tuple(roles), expires_at=int(claims["exp"]), customer=customer)
 
 
 def bearer_token(what: str = "an auth-issued token") -> str:
@@ -104,6 +124,22 @@ def require_user(view: Callable[P, R]) -> Callable[P, R]:
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def require_service(*services: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Only the named services, acting for a customer, may call the view: customers get a 403."""
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            principal = current_principal()
+            if SERVICE_ROLE not in principal.roles or principal.sub not in services or not principal.customer:
+                raise Problem(403, "Forbidden", f"This operation is internal: only {', '.join(services)} may call it.")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def require_admin(view: Callable[P, R]) -> Callable[P, R]:
