@@ -50,6 +50,16 @@ def test_reusing_a_key_for_a_different_order_is_refused(shop):
     assert reused.status_code == 422 and reused.headers["Content-Type"] == "application/problem+json"
 
 
+def test_the_same_key_with_another_card_is_another_order_even_with_the_same_last_four(shop):
+    """The key's request hash covers the whole card number (as a keyed digest), not only last 4 and expiry."""
+    token = shop.login("alice")
+    key = uuid.uuid4().hex
+    items = [{"product_id": 13, "quantity": 1}]
+    assert shop.order(token, items, key=key).status_code == 201
+    other_card = {**GOOD_CARD, "number": "5555555555594242"}  # another card: same last 4, same expiry
+    assert shop.order(token, items, card=other_card, key=key).status_code == 422
+
+
 def test_keys_belong_to_their_user(shop):
     key = uuid.uuid4().hex
     alice, bob = shop.login("alice"), shop.login("bob")
