@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help up test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios bench-footprint bench-overhead clean
+.PHONY: help up test unit lint services load peak-hour steady bench bench-diagnosis bench-detection bench-scenarios bench-footprint bench-overhead bench-outage clean
 
 help:
 	@echo "make up        the whole lab in Docker, healthy, then what to open and where the passwords are"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-scenarios  every game day (bad release, canary, missing index, lock contention) with timings (about 20 min)"
 	@echo "make bench-footprint  every lab process's memory at idle, peak hour and Spike vs compose's limits, and its stop time (12 min)"
 	@echo "make bench-overhead   what traces and logs cost the shop (CPU, latency, memory, bytes) vs a dark shop (about 25 min)"
+	@echo "make bench-outage     Tempo away for a minute under load: the shop's memory, queue and counted loss every 5 s (3 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 
 # Nothing to edit first: compose's lab-init generates the secrets (a value in .env wins). The welcome comes from
@@ -87,6 +88,9 @@ bench-footprint: $(BIN)/.installed
 
 bench-overhead: $(BIN)/.installed
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+
+bench-outage: $(BIN)/.installed
+	$(BIN)/python bench/outage.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data reports tests/grammar/node_modules

@@ -20,9 +20,19 @@ _N, _R, _P = 2**14, 8, 1
 _DERIVING = threading.BoundedSemaphore(2)
 
 
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    with _DERIVING:
+class HashingBusy(Exception):
+    """A login found the password hashing full: refused at once rather than holding a worker thread."""
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, *, wait_s: float | None = None) -> bytes:
+    """One derivation; `wait_s` bounds the wait for a free slot (HashingBusy after it), None waits as long as it
+    takes."""
+    if not _DERIVING.acquire(timeout=wait_s):
+        raise HashingBusy
+    try:
         return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * 1024 * 1024)
+    finally:
+        _DERIVING.release()
 
 
 def hash_password(password: str) -> str:
@@ -31,9 +41,9 @@ def hash_password(password: str) -> str:
     return "$".join(("scrypt", str(_N), str(_R), str(_P), _b64(salt), _b64(digest)))
 
 
-def check_password(password: str, stored: str) -> bool:
+def check_password(password: str, stored: str, wait_s: float | None = None) -> bool:
     _, n, r, p, salt, digest = stored.split("$")
-    candidate = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
+    candidate = _scrypt(password, _unb64(salt), int(n), int(r), int(p), wait_s=wait_s)
     cost_factor = int(release_setting(LOGIN_HASH_COST, 1))
     if cost_factor > 1:  # release 1.3.0 derives the upgraded hash too, and forgets to store it
         _scrypt(password, _unb64(salt), int(n) * cost_factor, int(r), int(p))
@@ -53,8 +63,14 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 class UserStore:
-    def __init__(self, db: Database) -> None:
+    """`max_pending`: logins that may hash or wait for a derivation at once; `wait_s`: how long one waits. A login
+    past either bound raises HashingBusy, so logins hold at most `max_pending` of auth's worker threads and the
+    others stay free for /verify, which every checkout request waits on."""
+
+    def __init__(self, db: Database, max_pending: int = 4, wait_s: float = 0.5) -> None:
         self.db = db
+        self.wait_s = wait_s
+        self._pending = threading.BoundedSemaphore(max_pending)
 
     def migrate(self) -> None:
         self.db.execute(
@@ -81,11 +97,20 @@ class UserStore:
             )
 
     def authenticate(self, username: str, password: str) -> tuple[str, ...] | None:
-        """The user's roles when the password is right, else None (in constant-ish time)."""
+        """The user's roles when the password is right, else None (in constant-ish time); HashingBusy when too many
+        logins are under way to check it now."""
+        if not self._pending.acquire(blocking=False):
+            raise HashingBusy
+        try:
+            return self._authenticate(username, password)
+        finally:
+            self._pending.release()
+
+    def _authenticate(self, username: str, password: str) -> tuple[str, ...] | None:
         rows = self.db.execute("users.get", "SELECT password_hash, roles FROM users WHERE username = ?", (username,))
         if not rows:
-            check_password(password, _DUMMY_HASH)
+            check_password(password, _DUMMY_HASH, self.wait_s)
             return None
-        if not check_password(password, rows[0]["password_hash"]):
+        if not check_password(password, rows[0]["password_hash"], self.wait_s):
             return None
         return tuple(rows[0]["roles"].split(","))
