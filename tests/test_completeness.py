@@ -31,6 +31,7 @@ class PeakHour:
     spans: list[Span]
     receiver: OtlpReceiver
     metrics: dict[str, str]  # each service's /metrics, read just before it stopped
+    stdout: str  # every JSON log line the services printed
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def peak_hour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeakHour]:
     orders = sum(
         int(r["Request Count"]) for r in rows if r["Type"] == "POST" and r["Name"].startswith("checkout /orders")
     )
-    yield PeakHour(sent, orders, list(receiver.spans), receiver, metrics)
+    yield PeakHour(sent, orders, list(receiver.spans), receiver, metrics, shop.stdout_path.read_text())
 
 
 def test_every_request_the_shop_served_is_one_server_span(peak_hour: PeakHour) -> None:
@@ -152,3 +153,26 @@ def _value(exposition: str, name: str, **labels: str) -> float:
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(selector)}\}} (\S+)$", exposition, re.MULTILINE)
     assert match, f"no {name}{{{selector}}} in the exposition"
     return float(match.group(1))
+
+
+# What the load sends that must never be kept anywhere: the cards' full numbers, the customers' passwords, tokens.
+SECRETS = ("4242424242424242", "4000000000000002", "4242 4242 4242 4242", "alice-pass", "bob-pass")
+JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
+SECRET_KEYS = re.compile(r"(^|[._])(cvc|password|card\.number|authorization|access_token)$", re.IGNORECASE)
+
+
+def test_no_card_number_password_or_token_in_any_signal(peak_hour: PeakHour) -> None:
+    """Every span and log record exported (as sent, protobuf), every line printed and every metric scraped."""
+    signals = {
+        "OTLP": b"".join(peak_hour.receiver.raw_payloads),
+        "stdout": peak_hour.stdout.encode(),
+        "metrics": "".join(peak_hour.metrics.values()).encode(),
+    }
+    assert len(signals["OTLP"]) > 100_000 and len(signals["stdout"]) > 10_000  # there was plenty to look through
+    for name, data in signals.items():
+        for secret in SECRETS:
+            assert secret.encode() not in data, f"{secret!r} in {name}"
+        assert not JWT.search(data), f"a JWT in {name}: {JWT.search(data)}"
+    keys = {key for span in peak_hour.spans for key in span.attributes}
+    keys |= {key for record in peak_hour.receiver.logs for key in record.attributes}
+    assert not {key for key in keys if SECRET_KEYS.search(key)}, sorted(keys)
