@@ -38,7 +38,7 @@ BASELINE = REPO / "bench" / "baseline.json"
 
 def scenario_lab(lab: NativeLab) -> Lab:
     env = lab.env
-    settings = load_settings((), {"SHOP_ENV": "dev"})  # the native shop's development JWT settings
+    settings = load_settings((), lab.shop.supervisor.environ)  # the native shop's JWT settings: its data's secret
     return Lab(
         urls=lab.shop.urls,
         prometheus=env["PROMETHEUS_URL"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from shoplib import config
 from shoplib.config import ConfigError, Setting, http_url, integer, load
 
 
@@ -60,3 +63,10 @@ def test_an_unreadable_or_short_secret_file_is_named_without_its_content(tmp_pat
     with pytest.raises(ConfigError) as error:
         load((), {"SHOP_ENV": "prod", "JWT_SECRET_FILE": str(tmp_path / "short")})
     assert "JWT_SECRET: must be 32 to" in str(error.value) and "tiny-secret" not in str(error.value)
+
+
+def test_the_dev_jwt_secret_is_written_nowhere_in_the_code():
+    """A dev default in the source is a published secret; this one is random, per process (natively the
+    supervisor hands every service its data folder's generated secret instead, see test_supervisor)."""
+    secret = load((), {"SHOP_ENV": "dev"})["JWT_SECRET"]
+    assert len(secret) >= 32 and secret not in Path(config.__file__).read_text()

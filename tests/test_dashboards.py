@@ -33,6 +33,8 @@ from dashboards import (
 from otlp_receiver import OtlpReceiver
 from prom import PROMETHEUS_DIR, binary
 from shop import REPO, ShopUnderTest, load_locustfile_module, poll_until
+from shoplib.config import load as load_settings
+from shoplib.security import sign_token
 from shoplib.services import SERVICES
 from stack import datasources
 
@@ -372,6 +374,11 @@ def _label_values(prometheus, selector, label):
     return requests.get(f"{prometheus.url}/api/v1/label/{label}/values", params=params, timeout=5).json()["data"]
 
 
+def _promql_regex_escape(text: str) -> str:
+    """`text` matched literally in a PromQL regex (RE2): re.escape's `\\-` is an error there."""
+    return re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\1", text)
+
+
 def test_every_panel_shows_data_for_every_service_and_route(loaded):
     prometheus = loaded
     services = _label_values(prometheus, "http_request_duration_seconds_count", "service")
@@ -384,7 +391,7 @@ def test_every_panel_shows_data_for_every_service_and_route(loaded):
         for service in services if "service" in used else [""]:
             routes = _label_values(prometheus, f'http_request_duration_seconds_count{{service="{service}"}}', "route")
             for route in routes if "route" in used else [".*"]:
-                expr = substitute(query.text, {"service": service, "route": re.escape(route)})
+                expr = substitute(query.text, {"service": service, "route": _promql_regex_escape(route)})
                 checked += 1
                 if not _finite(prometheus.query(expr)):
                     missing.append(f"{query.dashboard} / {query.where} [service={service} route={route}]: {expr}")
@@ -423,7 +430,7 @@ def _exported_release_records(otlp):
 
 
 @pytest.mark.integration
-def test_the_releases_annotation_reads_what_a_release_change_exports(tmp_path, token_for):
+def test_the_releases_annotation_reads_what_a_release_change_exports(tmp_path):
     """A real catalog exports its release changes over OTLP; the annotation's filters and template read only
     what Loki makes of them (service_name label; scope_name and the attributes as structured metadata)."""
     otlp = OtlpReceiver().start()
@@ -436,7 +443,8 @@ def test_the_releases_annotation_reads_what_a_release_change_exports(tmp_path, t
     }
     catalog = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
-        admin = bearer(token_for("operator", roles=("admin",)))
+        settings = load_settings((), catalog.supervisor.environ)  # the native catalog's secret, not this process's
+        admin = bearer(sign_token(settings, "operator", ("admin",), 600))
         release = catalog.url("catalog", "/admin/release")
         canary = requests.put(release, json={"version": "1.4.0", "canary_percent": 10}, headers=admin, timeout=5)
         assert canary.status_code == 200, canary.text

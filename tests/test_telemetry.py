@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import socket
+import threading
+import time
 
 import pytest
 import requests
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otlp_receiver import OtlpReceiver
 from shop import GOOD_CARD, ShopUnderTest, poll_until
 from shoplib.services import SERVICES
 from shoplib.supervisor import free_ports
+from shoplib.telemetry import QueryRedactingLogFilter, QueryRedactingSpanProcessor, redact_query
 
 SERVER, CLIENT = 2, 3  # OTLP SpanKind values
 
@@ -142,3 +152,148 @@ def test_an_unreachable_otlp_endpoint_costs_no_request_and_every_loss_is_counted
             assert counted(f'telemetry_queued_items{{service="catalog",signal="{signal}"}}') <= 8
     finally:
         assert shop.stop() == 0
+
+
+SECRET_QUERY = "access_token=SECRET-ACCESS-TOKEN&card=4111111111111111&cvc=123&page=2"
+REDACTED_QUERY = "access_token=REDACTED&card=REDACTED&cvc=REDACTED&page=2"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (f"/products?{SECRET_QUERY}", f"/products?{REDACTED_QUERY}"),
+        (SECRET_QUERY, REDACTED_QUERY),  # url.query, without its "?"
+        (
+            "http://127.0.0.1:8083/pay?Password=p&API%5FKEY=k&q=kettle",
+            "http://127.0.0.1:8083/pay?Password=REDACTED&API%5FKEY=REDACTED&q=kettle",
+        ),
+        ("GET /x?session_id=s;number=4 HTTP/1.1", "GET /x?session_id=REDACTED;number=REDACTED HTTP/1.1"),
+        ("/products?q=kettle&limit=5", "/products?q=kettle&limit=5"),
+        ("Invalid request from ip=127.0.0.1", "Invalid request from ip=127.0.0.1"),
+    ],
+)
+def test_sensitive_query_values_are_redacted_and_the_rest_kept(text, redacted):
+    assert redact_query(text) == redacted
+
+
+def test_url_attributes_are_redacted_on_every_span_as_it_starts():
+    """Server spans (http.target, url.query) and the requests instrumentation's client spans (http.url, url.full)."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(QueryRedactingSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    attributes = {
+        "http.target": f"/products?{SECRET_QUERY}",
+        "url.query": SECRET_QUERY,
+        "http.url": f"http://127.0.0.1:8081/products?{SECRET_QUERY}",
+        "url.full": f"http://127.0.0.1:8081/products?{SECRET_QUERY}",
+        "http.route": "/products",
+    }
+    provider.get_tracer("test").start_span("GET /products", attributes=attributes).end()
+    (span,) = exported.get_finished_spans()
+    assert dict(span.attributes or {}) == {
+        "http.target": f"/products?{REDACTED_QUERY}",
+        "url.query": REDACTED_QUERY,
+        "http.url": f"http://127.0.0.1:8081/products?{REDACTED_QUERY}",
+        "url.full": f"http://127.0.0.1:8081/products?{REDACTED_QUERY}",
+        "http.route": "/products",
+    }
+
+
+def test_a_logged_url_loses_its_secrets_before_any_handler_writes_it():
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(QueryRedactingLogFilter())
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("Error handling request %s %s", "GET", f"/products?{SECRET_QUERY}")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == [f"Error handling request GET /products?{REDACTED_QUERY}"]
+
+
+@pytest.mark.integration
+def test_secrets_in_a_query_string_reach_no_span_or_log_record(tmp_path):
+    receiver = OtlpReceiver().start()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "SEED_PRODUCTS": "30",
+    }
+    shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
+    try:
+        assert requests.get(shop.url("catalog", f"/products?{SECRET_QUERY}"), timeout=5).status_code == 200
+        (line,) = poll_until(lambda: shop.logs(message="request", path="/products"), what="the access line")
+        server = poll_until(
+            lambda: [s for s in receiver.spans_of(line["trace_id"]) if s.kind == SERVER], what="the server span"
+        )
+        poll_until(lambda: receiver.logs_of(line["trace_id"]), what="the access line's OTLP record")
+    finally:
+        assert shop.stop() == 0
+        receiver.stop()
+    # The query is still there to read, its secrets are not (so this test cannot pass on a span without a query).
+    assert server[0].attributes["http.target"] == f"/products?{REDACTED_QUERY}"
+    texts = [repr((s.name, s.attributes)) for s in receiver.spans] + [
+        repr((r.body, r.attributes)) for r in receiver.logs
+    ]
+    printed = shop.stdout_path.read_text()
+    for secret in ("SECRET-ACCESS-TOKEN", "4111111111111111", "cvc=123"):
+        assert not [text for text in texts if secret in text] and secret not in printed
+    assert b"SECRET-ACCESS-TOKEN" not in b"".join(receiver.raw_payloads)
+
+
+class BlackHole:
+    """An OTLP endpoint that accepts connections and never answers: what a hung collector looks like."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return  # closed
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the thread (close alone does not)
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.mark.integration
+def test_a_graceful_stop_is_quick_while_the_otlp_endpoint_hangs(tmp_path):
+    """The last flush gives up after SHUTDOWN_TIMEOUT_S (2 s): stopping took 12.5 s, an export call waiting out
+    OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per signal. 5 s leaves room for gunicorn's own stop on a busy machine."""
+    hole = BlackHole()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": hole.endpoint,
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "SEED_PRODUCTS": "30",
+    }
+    shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
+    try:
+        for product in range(1, 6):
+            assert requests.get(shop.url("catalog", f"/products/{product}"), timeout=5).status_code == 200
+        poll_until(lambda: hole.held, what="an export to be waiting on the endpoint")
+    finally:
+        started = time.monotonic()
+        code = shop.stop()
+        took = time.monotonic() - started
+        hole.close()
+    assert code == 0 and took < 5, f"exit code {code} after {took:.1f} s"

@@ -6,12 +6,13 @@ post_fork hook does it (shoplib.serve), so building an app changes nothing outsi
 
 from __future__ import annotations
 
+import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -28,8 +29,14 @@ from .security import current_principal, require_admin
 from .telemetry import instrument_app
 from .validation import Fields, json_body
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 ReadinessCheck = tuple[str, Callable[[], None]]
 T = TypeVar("T")
+
+# Flask's MAX_CONTENT_LENGTH for every service: bodies are small JSON documents.
+MAX_BODY_BYTES = 64 * 1024
 
 # Paths that operators and scrapers use: no faults, no RED metrics, no access lines.
 _INFRA_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -59,7 +66,7 @@ def new_app(
     """A Flask app configured from the environment, then `test_config` (tests only)."""
     app = Flask(import_name)
     app.config.from_mapping(load_settings(settings))
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     if test_config:
         app.config.update(test_config)
     app.json = _InsertionOrderJson(app)
@@ -102,6 +109,8 @@ def init_app(
     ours injects faults, and our after_request reads its trace id for the exemplar."""
     state = app.extensions["shop"]
     state.db = db
+    # Wrapped before the instrumentor wraps it in turn: reading a chunked body is part of the request's span.
+    app.wsgi_app = _buffered_chunked_body(app, app.wsgi_app)  # type: ignore[method-assign,assignment]
     instrument_app(app)
     register_error_handlers(app)
     state.faults = FaultRegistry(state.service, faults)
@@ -111,6 +120,39 @@ def init_app(
     app.after_request(_after_request)
     app.teardown_request(_teardown_request)
     app.register_blueprint(infra)
+
+
+def _buffered_chunked_body(app: Flask, wsgi_app: WSGIApplication) -> WSGIApplication:
+    """A chunked body (no Content-Length) is read in full before Flask sees the request, up to MAX_CONTENT_LENGTH
+    and one byte more, and handed on with its length: the request is then the same as one that sent those bytes
+    with a Content-Length, so over the limit it is the same 413 problem.
+
+    Werkzeug bounds such a stream at the limit without telling the view it was cut: an order followed by 70 KiB of
+    garbage read as just the order, a 201. A malformed chunk raises gunicorn's ParseException out of here, which
+    shoplib.serve's worker answers as a 400 like any other malformed request."""
+
+    def buffered(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        # Only a server that de-chunks the stream says so (wsgi.input_terminated): gunicorn and Werkzeug's do.
+        if limit is not None and chunked and not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            body = _read_at_most(environ["wsgi.input"], limit + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length beside chunked
+        return wsgi_app(environ, start_response)
+
+    return buffered
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    body = bytearray()
+    while len(body) < size:
+        chunk = stream.read(min(64 * 1024, size - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def close_app(app: Flask) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -125,12 +126,10 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("SHOP_ENV", choice("dev", "prod"), default="prod"),
     Setting("DATA_DIR", text(), default="data"),
     Setting("LOG_LEVEL", choice("debug", "info", "warning", "error"), default="info"),
-    # HS256 needs a key of at least 256 bits; PyJWT warns below that.
-    Setting(
-        "JWT_SECRET",
-        text(min_length=32),
-        dev_default="dev-only-secret-never-use-outside-a-laptop",
-    ),
+    # HS256 needs a key of at least 256 bits; PyJWT warns below that. No published default, not even for dev: a
+    # native shop gets one generated for its data folder from the supervisor (JWT_SECRET_FILE, <data>/jwt-secret);
+    # otherwise a dev process signs with a random key of its own (in-process test apps and their signers agree).
+    Setting("JWT_SECRET", text(min_length=32), dev_default=secrets.token_urlsafe(48)),
     Setting("JWT_ISSUER", text(max_length=200), default="shoplab-auth"),
     Setting("JWT_AUDIENCE", text(max_length=200), default="shoplab"),
     Setting("SLOW_QUERY_MS", number(0, 600_000), default=50.0),

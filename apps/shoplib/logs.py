@@ -10,6 +10,7 @@ from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from .releases import ReleaseLogFilter
+from .telemetry import QueryRedactingLogFilter
 
 
 class ShopJsonFormatter(JsonFormatter):
@@ -43,6 +44,7 @@ def configure_logging(service: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(ShopJsonFormatter(service))
     handler.addFilter(ReleaseLogFilter())
+    handler.addFilter(QueryRedactingLogFilter())
     root.addHandler(handler)
     # werkzeug's dev-server access lines duplicate ours.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -16,6 +16,11 @@ HTTP_REQUEST_DURATION = Histogram(
     ["service", "method", "route", "status_code", "version"],
     unit="seconds",
 )
+HTTP_REJECTED_REQUESTS = Counter(
+    "http_rejected_requests",
+    "HTTP requests gunicorn refused before the app saw them (malformed, or over its size limits), by status code.",
+    ["service", "status_code"],
+)
 HTTP_REQUESTS_IN_FLIGHT = Gauge("http_requests_in_flight", "HTTP requests being served right now.", ["service"])
 DB_QUERY_DURATION = Histogram(
     "db_query_duration_seconds",

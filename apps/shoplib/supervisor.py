@@ -4,7 +4,8 @@
 Each runs exactly as in its container (`python -m shoplib.serve <service>`, one gunicorn each); this module
 only starts, watches and stops them. Ctrl-C or SIGTERM stops them all gracefully; if one dies, the others are
 stopped too. Ports come from CATALOG_PORT, CHECKOUT_PORT, PAYMENT_PORT, AUTH_PORT, RESPONDER_PORT (8081-8085
-by default); OTEL_*, PROMETHEUS_URL, RESPONDER_MODE and the like pass through.
+by default); OTEL_*, PROMETHEUS_URL, RESPONDER_MODE and the like pass through. Unless JWT_SECRET or
+JWT_SECRET_FILE is given, they all sign and verify tokens with `<data dir>/jwt-secret`, generated on the first start.
 
 `Supervisor` is also the one way tests, benchmarks and `shoplab` start a native shop (free ports, their own
 data folder, stdout captured).
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +36,7 @@ STARTABLE = (*SERVICES, RESPONDER)
 APPS_DIR = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180  # the first start seeds a quarter of a million orders
 STOP_TIMEOUT_S = 20
+JWT_SECRET_NAME = "jwt-secret"
 
 T = TypeVar("T")
 
@@ -95,6 +99,25 @@ def service_env(service: str, ports: Mapping[str, int], data_dir: Path, environ:
     return env
 
 
+def jwt_secret_file(data_dir: Path) -> Path:
+    """`<data_dir>/jwt-secret`, made on first use: a random key (HS256 wants 256 bits; this is 384) that only its
+    owner can read. One per data folder, so every native shop signs with its own, and tokens survive restarts."""
+    path = data_dir / JWT_SECRET_NAME
+    if path.exists():
+        return path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{JWT_SECRET_NAME}-")  # mode 0600, whatever the umask
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+        os.link(temporary, path)  # complete or absent, and never replaced: two first starts keep one secret
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
+    return path
+
+
 def is_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
@@ -137,6 +160,7 @@ class Supervisor:
         return {service: native_url(service, self.ports[service]) for service in self.services}
 
     def start(self) -> Supervisor:
+        self._share_jwt_secret()
         for service in self.services:
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", "shoplib.serve", service, "--port", str(self.ports[service])],
@@ -146,6 +170,16 @@ class Supervisor:
                 start_new_session=True,
             )
         return self
+
+    def _share_jwt_secret(self) -> None:
+        """Natively (SHOP_ENV dev, the default here) with no secret given, every child reads the data folder's own
+        (jwt_secret_file). It goes into `environ`, so a responder started beside this shop with that environment
+        signs with the same one."""
+        if self.environ.get("SHOP_ENV", "dev").strip().lower() != "dev":
+            return  # elsewhere a missing JWT_SECRET stays an error at start
+        if self.environ.get("JWT_SECRET") or self.environ.get("JWT_SECRET_FILE"):
+            return
+        self.environ["JWT_SECRET_FILE"] = str(jwt_secret_file(self.data_dir).resolve())
 
     def dead(self) -> list[str]:
         return [service for service, process in self.processes.items() if process.poll() is not None]

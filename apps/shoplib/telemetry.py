@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 from flask import Flask
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.context import Context
 from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
@@ -32,11 +37,16 @@ from opentelemetry.metrics import (
     ObservableUpDownCounter,
 )
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from .metrics import TELEMETRY_DROPPED, TELEMETRY_EXPORTED, TELEMETRY_QUEUED
 from .releases import ReleaseLogFilter, ReleaseSpanProcessor
+
+# Graceful shutdown's last flush of spans and records, at most (both at once). Without a bound an endpoint that
+# accepts and never answers holds the worker for OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per signal, past gunicorn's
+# graceful_timeout; whatever has not left by then is lost, as it would be in a crash.
+SHUTDOWN_TIMEOUT_S = 2.0
 
 # Infrastructure endpoints are scraped every few seconds; tracing them would drown the shop's traces.
 UNTRACED_URLS = "healthz,readyz,metrics"
@@ -56,6 +66,71 @@ INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
 # The Flask and requests instrumentations also record OpenTelemetry metrics of their own. The shop's RED metrics are
 # Prometheus's (shoplib.metrics) and OTEL_METRICS_EXPORTER is none, so these would be measured, aggregated, unread.
 _UNREAD_METRICS = NoOpMeterProvider()
+
+
+# A query parameter whose name contains one of these words (any case) is a credential or card data a client put in a
+# URL: its value never leaves the process. Redacting a harmless `keyword=` too is the safe side of the trade.
+SENSITIVE_PARAMETER = re.compile(r"token|passw|secret|key|card|cvc|cvv|number|auth|session|signature|credential")
+REDACTED = "REDACTED"
+# name=value at the start or after a `?`, `&` or `;`: a query string (url.query), a URL, a target or a request line in
+# a log message.
+_PARAMETER = re.compile(r"(^|[?&;])([^=&;?#\s]+)=([^&;#\s]*)")
+# Where the Flask/WSGI and requests instrumentations put the URL: old semantic conventions (what they write by
+# default) and the stable ones (OTEL_SEMCONV_STABILITY_OPT_IN=http).
+URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.query")
+
+
+def redact_query(text: str) -> str:
+    """`text` with the value of every sensitive query parameter (SENSITIVE_PARAMETER) replaced by REDACTED; the
+    names and the other parameters stay, so a trace still shows what the client sent and where to fix it."""
+
+    def redact(match: re.Match[str]) -> str:
+        name = unquote_plus(match[2]).lower()  # access%5Ftoken is access_token too
+        if SENSITIVE_PARAMETER.search(name):
+            return f"{match[1]}{match[2]}={REDACTED}"
+        return match[0]
+
+    return _PARAMETER.sub(redact, text) if "=" in text else text
+
+
+def redact_url_attributes(span: Any) -> None:
+    """Redact the sensitive query parameters in a span's URL attributes (URL_ATTRIBUTES), while it records."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key in URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str):
+            redacted = redact_query(value)
+            if redacted != value:
+                span.set_attribute(key, redacted)
+
+
+class QueryRedactingSpanProcessor(SpanProcessor):
+    """Redacts the URL attributes of every span as it starts: the requests instrumentation sets them at creation, so
+    checkout's client spans never carry a secret to Tempo. The Flask instrumentation sets its attributes again after
+    the start; its response hook redacts the server spans (instrument_app)."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        redact_url_attributes(span)
+
+
+class QueryRedactingLogFilter(logging.Filter):
+    """Redacts sensitive query parameters in a record's message (a URL or request line that a library logs), for
+    the stdout and the OTLP handlers alike. The shop's own lines carry the path only, never the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed format string: the handler reports it, a filter must not raise into the caller
+        redacted = redact_query(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def _redact_server_span(span: Any, _status: str, _headers: Any) -> None:
+    if span.is_recording():
+        redact_url_attributes(span)
 
 
 Exporter = TypeVar("Exporter", SpanExporter, LogRecordExporter)
@@ -171,10 +246,13 @@ def configure_telemetry(service: str) -> None:
     )
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
-        provider.add_span_processor(ReleaseSpanProcessor())  # stamps spans at start; export happens at end
+        # Both act on spans as they start; export happens at their end.
+        provider.add_span_processor(ReleaseSpanProcessor())
+        provider.add_span_processor(QueryRedactingSpanProcessor())
     if os.environ["OTEL_LOGS_EXPORTER"].strip().lower() != "none":
         handler = LoggingHandler(logger_provider=get_logger_provider())
         handler.addFilter(ReleaseLogFilter())
+        handler.addFilter(QueryRedactingLogFilter())
         # The exporter's own warnings about a down endpoint must not feed back into that endpoint.
         handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
         logging.getLogger().addHandler(handler)
@@ -182,12 +260,24 @@ def configure_telemetry(service: str) -> None:
 
 def instrument_app(app: Flask) -> None:
     if _otel_enabled():
-        FlaskInstrumentor().instrument_app(app, excluded_urls=UNTRACED_URLS, meter_provider=_UNREAD_METRICS)
+        FlaskInstrumentor().instrument_app(
+            app, excluded_urls=UNTRACED_URLS, meter_provider=_UNREAD_METRICS, response_hook=_redact_server_span
+        )
 
 
-def shutdown_telemetry() -> None:
-    """Flush and stop exporters (gunicorn's worker_exit calls this on graceful shutdown)."""
+def shutdown_telemetry(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Flush and stop the exporters, within `timeout_s` (gunicorn's worker_exit calls this on graceful shutdown).
+
+    The SDK's shutdown waits up to 30 s for its worker, and force_flush ignores its timeout, so each provider shuts
+    down on a daemon thread of its own and is waited for until the deadline; a thread still stuck on an endpoint
+    that does not answer is abandoned when the process exits."""
+    deadline = time.monotonic() + timeout_s
+    threads = []
     for provider in (trace.get_tracer_provider(), get_logger_provider()):
         shutdown = getattr(provider, "shutdown", None)
         if shutdown is not None:
-            shutdown()
+            thread = threading.Thread(target=shutdown, name=f"shutdown-{type(provider).__name__}", daemon=True)
+            thread.start()
+            threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
