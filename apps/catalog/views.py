@@ -10,7 +10,7 @@ from flask import Blueprint
 from shoplib.app import extension
 from shoplib.errors import Problem
 from shoplib.order_lines import order_lines
-from shoplib.security import current_principal, require_service
+from shoplib.security import acting_for, require_service
 from shoplib.validation import MAX_ID, Fields, json_body, query_int, query_text
 
 from .store import CatalogStore
@@ -41,12 +41,6 @@ def get_product(product_id: int) -> Any:
     return product
 
 
-def _owner() -> str:
-    customer = current_principal().customer
-    assert customer is not None  # require_service admits only tokens that name one
-    return customer
-
-
 @bp.post("/reservations")
 @require_service("checkout")
 def reserve() -> Any:
@@ -55,7 +49,7 @@ def reserve() -> Any:
     reference = fields.string(body, "reference", max_length=100, pattern=_REFERENCE, hint="letters, digits, . _ : -")
     lines = order_lines(body, fields)
     fields.raise_if_any()
-    reservation, created = _store().reserve(reference or "", lines, _owner())
+    reservation, created = _store().reserve(reference or "", lines, acting_for())
     return reservation, 201 if created else 200
 
 
@@ -64,7 +58,7 @@ def reserve() -> Any:
 def release_by_reference(reference: str) -> Any:
     """Checkout's release of an order's stock when it may not know the reservation's id (the answer to its
     reservation was lost) or only knows the order: by the reference it reserved with."""
-    reservation = _store().release_reference(reference, _owner()) if _REFERENCE.fullmatch(reference) else None
+    reservation = _store().release_reference(reference, acting_for()) if _REFERENCE.fullmatch(reference) else None
     if reservation is None:
         raise Problem(404, "Not found", f"There is no reservation with reference {reference}.")
     return reservation
@@ -74,7 +68,7 @@ def release_by_reference(reference: str) -> Any:
 @require_service("checkout")
 def release(reservation_id: str) -> Any:
     # Another customer's reservation is as absent as one that never existed.
-    reservation = _store().release(reservation_id, _owner()) if _RESERVATION_ID.fullmatch(reservation_id) else None
+    reservation = _store().release(reservation_id, acting_for()) if _RESERVATION_ID.fullmatch(reservation_id) else None
     if reservation is None:
         raise Problem(404, "Not found", f"There is no reservation {reservation_id}.")
     return reservation

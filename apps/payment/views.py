@@ -14,7 +14,7 @@ from flask import Blueprint, request
 from shoplib.app import extension
 from shoplib.errors import Problem, ValidationFailed
 from shoplib.releases import setting as release_setting
-from shoplib.security import current_principal, require_service
+from shoplib.security import acting_for, require_service
 from shoplib.validation import Fields, json_body
 
 from . import cards
@@ -98,12 +98,6 @@ def _response(payment: dict[str, Any], replayed: bool) -> Any:
     return _payment_json(payment), 201 if payment["status"] == "captured" else 402, headers
 
 
-def _owner() -> str:
-    owner = current_principal().customer
-    assert owner is not None  # require_service admits only tokens that name one
-    return owner
-
-
 @bp.get("/payments")
 @require_service("checkout")
 def find_payment() -> Any:
@@ -113,7 +107,7 @@ def find_payment() -> Any:
     if not _ORDER_ID.fullmatch(order_id) or len(order_id) > 64:
         raise ValidationFailed([{"field": "order_id", "message": "1-64 letters, digits, _ and -"}])
     payment = _store().get_by_order(order_id)
-    if payment is None or payment["owner"] not in (_owner(), None):
+    if payment is None or payment["owner"] not in (acting_for(), None):
         raise Problem(404, "Not found", f"Order {order_id} has no payment.")
     return _payment_json(payment)
 
@@ -123,7 +117,7 @@ def find_payment() -> Any:
 def create_payment() -> Any:
     order_id, amount_cents, currency, digits, _cvc = _read_payment(json_body())
     brand, last4 = cards.brand(digits), digits[-4:]
-    owner = _owner()
+    owner = acting_for()
     payment, claimed = _store().claim(order_id, amount_cents, currency, brand, last4, owner=owner)
     if not claimed:
         if payment["owner"] not in (owner, None):  # None: paid before payments had owners

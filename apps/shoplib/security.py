@@ -126,6 +126,15 @@ def require_user(view: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def acting_for() -> str:
+    """The customer a service's token acts for, in a view behind require_service (which admits only tokens that
+    name one): the owner of what the view creates or finds."""
+    customer = current_principal().customer
+    if customer is None:
+        raise RuntimeError("acting_for() outside a require_service view")
+    return customer
+
+
 def require_service(*services: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Only the named services, acting for a customer, may call the view: customers get a 403."""
 
