@@ -5,37 +5,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 from typing import Any
 
 from flask import Blueprint, current_app, request
 
+from shoplib.api import operation
 from shoplib.app import extension
 from shoplib.errors import Problem, unauthorized
 from shoplib.security import current_principal, issue_token
-from shoplib.validation import Fields, json_body
 
 from .metrics import LOCKOUTS, LOGINS
+from .schemas import Credentials, Principal, Token
 from .throttle import LoginThrottle
 from .users import HashingBusy, UserStore
 
 bp = Blueprint("auth", __name__)
 _log = logging.getLogger("auth")
-_USERNAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Keys the digest a rejected login is logged with: repeats of one name can be counted in the logs, but the name
 # (anything an attacker sends, or a password typed in the wrong field) never appears, nor can it be guessed back.
 _DIGEST_KEY = secrets.token_bytes(32)
 
 
 @bp.post("/login")
-def login() -> Any:
-    body = json_body()
-    fields = Fields()
-    username = fields.string(body, "username", max_length=64, pattern=_USERNAME, hint="letters, digits, . _ - only")
-    password = fields.string(body, "password", max_length=256)
-    fields.raise_if_any()
-    assert username is not None and password is not None
+@operation("Log in: a bearer token for the customer's requests", body=Credentials, responses={200: Token})
+def login(body: Credentials) -> Any:
+    username, password = body.username, body.password
     address = request.remote_addr or "unknown"
     throttle = extension("auth.throttle", LoginThrottle)
     retry_after = throttle.retry_after(username, address)
@@ -84,6 +79,9 @@ def _rejected(throttle: LoginThrottle, username: str, address: str) -> None:
 
 
 @bp.get("/verify")
+@operation(
+    "Who a bearer token belongs to (how checkout checks its customers)", responses={200: Principal}, secured=True
+)
 def verify() -> Any:
     principal = current_principal()
     return {"sub": principal.sub, "roles": list(principal.roles), "expires_at": principal.expires_at}

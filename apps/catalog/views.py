@@ -7,18 +7,30 @@ from typing import Any
 
 from flask import Blueprint
 
+from shoplib.api import operation
 from shoplib.app import extension
 from shoplib.errors import Problem
-from shoplib.order_lines import order_lines
 from shoplib.security import acting_for, require_service
-from shoplib.validation import MAX_ID, Fields, json_body, query_int, query_text
+from shoplib.validation import MAX_ID
 
+from .schemas import (
+    REFERENCE,
+    RESERVATION_ID,
+    Product,
+    ProductPage,
+    ProductPath,
+    ProductSearch,
+    ReferencePath,
+    Reservation,
+    ReservationPath,
+    ReservationRequest,
+)
 from .store import CatalogStore
 
 bp = Blueprint("catalog", __name__)
 
-_REFERENCE = re.compile(r"[A-Za-z0-9_.:-]+")
-_RESERVATION_ID = re.compile(r"[0-9a-f]{32}")
+_REFERENCE = re.compile(REFERENCE)
+_RESERVATION_ID = re.compile(RESERVATION_ID)
 
 
 def _store() -> CatalogStore:
@@ -26,14 +38,14 @@ def _store() -> CatalogStore:
 
 
 @bp.get("/products")
-def list_products() -> Any:
-    limit = query_int("limit", 20, 1, 100)
-    offset = query_int("offset", 0, 0, 1_000_000)
-    items, total = _store().search(query_text("q"), query_text("category"), limit, offset)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+@operation("Search the products", query=ProductSearch, responses={200: ProductPage})
+def list_products(query: ProductSearch) -> Any:
+    items, total = _store().search(query.q.strip(), query.category.strip(), query.limit, query.offset)
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/products/<int:product_id>")
+@operation("One product, with its stock", path=ProductPath, responses={200: Product})
 def get_product(product_id: int) -> Any:
     product = _store().get(product_id) if product_id <= MAX_ID else None
     if product is None:
@@ -43,18 +55,25 @@ def get_product(product_id: int) -> Any:
 
 @bp.post("/reservations")
 @require_service("checkout")
-def reserve() -> Any:
-    body = json_body()
-    fields = Fields()
-    reference = fields.string(body, "reference", max_length=100, pattern=_REFERENCE, hint="letters, digits, . _ : -")
-    lines = order_lines(body, fields)
-    fields.raise_if_any()
-    reservation, created = _store().reserve(reference or "", lines, acting_for())
+@operation(
+    "Reserve an order's stock (checkout's, for a customer; 200: this reference's reservation already exists)",
+    body=ReservationRequest,
+    responses={200: Reservation, 201: Reservation},
+    secured=True,
+)
+def reserve(body: ReservationRequest) -> Any:
+    reservation, created = _store().reserve(body.reference, body.items, acting_for())
     return reservation, 201 if created else 200
 
 
 @bp.delete("/reservations/by-reference/<reference>")
 @require_service("checkout")
+@operation(
+    "Release the stock an order's reservation holds, by its reference",
+    path=ReferencePath,
+    responses={200: Reservation},
+    secured=True,
+)
 def release_by_reference(reference: str) -> Any:
     """Checkout's release of an order's stock when it may not know the reservation's id (the answer to its
     reservation was lost) or only knows the order: by the reference it reserved with."""
@@ -66,6 +85,7 @@ def release_by_reference(reference: str) -> Any:
 
 @bp.delete("/reservations/<reservation_id>")
 @require_service("checkout")
+@operation("Release a reservation's stock", path=ReservationPath, responses={200: Reservation}, secured=True)
 def release(reservation_id: str) -> Any:
     # Another customer's reservation is as absent as one that never existed.
     reservation = _store().release(reservation_id, acting_for()) if _RESERVATION_ID.fullmatch(reservation_id) else None

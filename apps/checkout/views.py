@@ -15,22 +15,33 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from opentelemetry import trace
 
+from shoplib.api import Paging, operation
 from shoplib.app import extension
 from shoplib.errors import PROBLEM_CONTENT_TYPE, Problem, ValidationFailed
-from shoplib.order_lines import Line, order_lines
+from shoplib.order_lines import Line
 from shoplib.security import bearer_token, service_token
-from shoplib.validation import Fields, json_body, query_int
 
 from .clients import Auth, Downstream, failed, problem_from
 from .metrics import ORDERS
 from .orders import OrderStore
+from .schemas import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY,
+    ORDER_ID,
+    CardEntry,
+    Order,
+    OrderPage,
+    OrderPath,
+    OrderRequest,
+    PaidOrder,
+)
 
 bp = Blueprint("checkout", __name__)
 _log = logging.getLogger("checkout")
 _tracer = trace.get_tracer(__name__)
 
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII, as HTTP header values allow
-_ORDER_ID = re.compile(r"[0-9a-f]{32}")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
+_ORDER_ID = re.compile(ORDER_ID)
 
 
 @dataclass(frozen=True)
@@ -38,21 +49,6 @@ class Dependencies:
     auth: Auth
     catalog: Downstream
     payment: Downstream
-
-
-@dataclass(frozen=True)
-class Card:
-    number: str
-    expiry: str
-    cvc: str
-
-    @property
-    def digits(self) -> str:
-        return "".join(ch for ch in self.number if ch.isdigit())
-
-    @property
-    def last4(self) -> str:
-        return self.digits[-4:]
 
 
 def _deps() -> Dependencies:
@@ -83,21 +79,7 @@ def _idempotency_key() -> str:
     return key
 
 
-def _read_order(body: dict[str, Any]) -> tuple[list[Line], Card]:
-    fields = Fields()
-    lines = order_lines(body, fields)
-    card = fields.object(body, "card")
-    number = expiry = cvc = None
-    if card is not None:
-        # Shape only: payment owns the card rules (Luhn, expiry) and answers 400 with the field named.
-        number = fields.string(card, "number", at="card", max_length=23)
-        expiry = fields.string(card, "expiry", at="card", max_length=5)
-        cvc = fields.string(card, "cvc", at="card", max_length=4)
-    fields.raise_if_any()
-    return lines, Card(number or "", expiry or "", cvc or "")
-
-
-def _request_hash(lines: list[Line], card: Card) -> str:
+def _request_hash(lines: list[Line], card: CardEntry) -> str:
     """Identifies the order's content, the whole card number included (another card with the same last 4 and
     expiry is another order), through a digest keyed with the shop's secret: the number can't be recovered from
     the stored hash by trying every card number."""
@@ -223,12 +205,20 @@ def declined_problem(order_id: str, reason: str, *, released: bool) -> Problem:
 
 
 @bp.post("/orders")
-def place_order() -> Any:
+@operation(
+    "Place an order: stock reserved, card charged, one answer per Idempotency-Key (replays say so in the "
+    "Idempotent-Replayed header); 402 when the card is declined",
+    body=OrderRequest,
+    headers=(IDEMPOTENCY_HEADER,),
+    responses={201: PaidOrder},
+    secured=True,
+)
+def place_order(body: OrderRequest) -> Any:
     key = _idempotency_key()
     bearer = bearer_token()
     with _step("verify customer"):
         principal = _deps().auth.verify(bearer)
-    lines, card = _read_order(json_body())
+    lines, card = body.items, body.card
     requested = [{"product_id": line.product_id, "quantity": line.quantity} for line in lines]
     claim = _orders().claim(principal.sub, key, _request_hash(lines, card), requested, card.last4)
     if claim.outcome == "replay":
@@ -246,7 +236,7 @@ def place_order() -> Any:
     return _process(claim.order["id"], lines, card, service_token("checkout", principal.sub))
 
 
-def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
+def _process(order_id: str, lines: list[Line], card: CardEntry, bearer: str) -> Any:
     trace.get_current_span().set_attribute("order.id", order_id)
     deps = _deps()
     with _step("reserve stock", **{"order.id": order_id, "order.lines": len(lines)}):
@@ -255,7 +245,7 @@ def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
                 "POST",
                 "/reservations",
                 bearer=bearer,
-                json={"reference": order_id, "items": [vars(line) for line in lines]},
+                json={"reference": order_id, "items": [line.model_dump() for line in lines]},
             )
         except Problem as problem:
             # Catalog may have reserved all the same (a timeout, or it died before answering): the reconciler
@@ -284,7 +274,7 @@ def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
                     "order_id": order_id,
                     "amount": reservation["total"],
                     "currency": reservation["currency"],
-                    "card": vars(card),
+                    "card": card.model_dump(),
                 },
             )
         except Problem as problem:
@@ -308,15 +298,16 @@ def _process(order_id: str, lines: list[Line], card: Card, bearer: str) -> Any:
 
 
 @bp.get("/orders")
-def list_orders() -> Any:
+@operation("The customer's orders, newest first", query=Paging, responses={200: OrderPage}, secured=True)
+def list_orders(query: Paging) -> Any:
     principal = _deps().auth.verify(bearer_token())
-    limit = query_int("limit", 20, 1, 100)
-    offset = query_int("offset", 0, 0, 1_000_000)
-    orders, total = _orders().list_for_user(principal.sub, limit, offset)
-    return {"items": [order_json(order) for order in orders], "total": total, "limit": limit, "offset": offset}
+    orders, total = _orders().list_for_user(principal.sub, query.limit, query.offset)
+    items = [order_json(order) for order in orders]
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/orders/<order_id>")
+@operation("One of the customer's orders", path=OrderPath, responses={200: Order}, secured=True)
 def get_order(order_id: str) -> Any:
     principal = _deps().auth.verify(bearer_token())
     order = _orders().get(order_id) if _ORDER_ID.fullmatch(order_id) else None

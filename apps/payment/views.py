@@ -4,32 +4,25 @@ gateway, record the outcome."""
 from __future__ import annotations
 
 import logging
-import re
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 
+from shoplib.api import operation
 from shoplib.app import extension
-from shoplib.errors import Problem, ValidationFailed
+from shoplib.errors import Problem
 from shoplib.releases import setting as release_setting
 from shoplib.security import acting_for, require_service
-from shoplib.validation import Fields, json_body
 
 from . import cards
 from .gateway import Gateway
 from .metrics import CAPTURED_AMOUNT, PAYMENT_ERRORS, PAYMENTS, VOIDED
 from .releases import CLIENT_FAILURE_RATE
+from .schemas import Payment, PaymentLookup, PaymentRequest
 from .store import PaymentStore
 
 bp = Blueprint("payment", __name__)
 _log = logging.getLogger("payment")
-
-CURRENCIES = ("USD", "EUR", "GBP")
-_ORDER_ID = re.compile(r"[A-Za-z0-9_-]+")
-_CARD_DIGITS = re.compile(r"[0-9][0-9 -]{10,22}[0-9]")
-_CVC = re.compile(r"[0-9]{3,4}")
 
 
 def _store() -> PaymentStore:
@@ -38,38 +31,6 @@ def _store() -> PaymentStore:
 
 def _gateway() -> Gateway:
     return extension("payment.gateway", Gateway)
-
-
-def _read_payment(body: dict[str, Any]) -> tuple[str, int, str, str, str]:
-    """(order_id, amount_cents, currency, card digits, cvc), or a 400 problem listing every bad field."""
-    fields = Fields()
-    order_id = fields.string(body, "order_id", max_length=64, pattern=_ORDER_ID, hint="letters, digits, _ and -")
-    amount = fields.number(body, "amount", minimum=0.01, maximum=1_000_000)
-    amount_cents = 0
-    if amount is not None:
-        cents = Decimal(str(amount)) * 100
-        if cents != cents.to_integral_value():
-            fields.fail("amount", "must have at most two decimal places")
-        amount_cents = int(cents)
-    currency = fields.string(body, "currency", min_length=3, max_length=3)
-    if currency is not None and currency not in CURRENCIES:
-        fields.fail("currency", f"must be one of {', '.join(CURRENCIES)}")
-    digits = cvc = ""
-    card = fields.object(body, "card")
-    if card is not None:
-        number = fields.string(card, "number", at="card", max_length=23, pattern=_CARD_DIGITS, hint="12-19 digits")
-        expiry = fields.string(card, "expiry", at="card", max_length=5)
-        cvc = fields.string(card, "cvc", at="card", max_length=4, pattern=_CVC, hint="3 or 4 digits") or ""
-        if number is not None:
-            digits = cards.normalize_number(number)
-            if not 12 <= len(digits) <= 19 or not digits.isdigit():
-                fields.fail("card.number", "must be 12-19 digits")
-            elif not cards.luhn_valid(digits):
-                fields.fail("card.number", "is not a valid card number (Luhn check failed)")
-        if expiry is not None and (problem := cards.expiry_problem(expiry, date.today())):
-            fields.fail("card.expiry", problem)
-    fields.raise_if_any()
-    return order_id or "", amount_cents, currency or "", digits, cvc
 
 
 def recover(store: PaymentStore) -> None:
@@ -100,12 +61,13 @@ def _response(payment: dict[str, Any], replayed: bool) -> Any:
 
 @bp.get("/payments")
 @require_service("checkout")
-def find_payment() -> Any:
+@operation(
+    "An order's payment (checkout's, for a customer)", query=PaymentLookup, responses={200: Payment}, secured=True
+)
+def find_payment(query: PaymentLookup) -> Any:
     """The payment of `?order_id=`: how checkout settles an order whose request died (pending, captured or
     declined). Another customer's payment is as absent as none."""
-    order_id = request.args.get("order_id", "")
-    if not _ORDER_ID.fullmatch(order_id) or len(order_id) > 64:
-        raise ValidationFailed([{"field": "order_id", "message": "1-64 letters, digits, _ and -"}])
+    order_id = query.order_id
     payment = _store().get_by_order(order_id)
     if payment is None or payment["owner"] not in (acting_for(), None):
         raise Problem(404, "Not found", f"Order {order_id} has no payment.")
@@ -114,8 +76,14 @@ def find_payment() -> Any:
 
 @bp.post("/payments")
 @require_service("checkout")
-def create_payment() -> Any:
-    order_id, amount_cents, currency, digits, _cvc = _read_payment(json_body())
+@operation(
+    "Pay for an order (checkout's, for a customer): 201 captured, 402 declined; idempotent per order",
+    body=PaymentRequest,
+    responses={201: Payment, 402: Payment},
+    secured=True,
+)
+def create_payment(body: PaymentRequest) -> Any:
+    order_id, amount_cents, currency, digits = body.order_id, body.amount_cents, body.currency, body.card.number
     brand, last4 = cards.brand(digits), digits[-4:]
     owner = acting_for()
     payment, claimed = _store().claim(order_id, amount_cents, currency, brand, last4, owner=owner)

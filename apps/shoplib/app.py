@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from opentelemetry import trace
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 
-from . import metrics
+from . import api, metrics
 from .config import Setting
 from .config import load as load_settings
 from .db import Database
 from .errors import Problem, register_error_handlers
 from .faults import Fault, FaultRegistry
-from .releases import VERSION_ATTRIBUTE, Release, Releases, current_version
+from .releases import VERSION_ATTRIBUTE, Release, ReleaseChange, ReleaseNote, Releases, current_version
 from .security import current_principal, require_admin
 from .telemetry import instrument_app
-from .validation import Fields, json_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -39,7 +40,7 @@ T = TypeVar("T")
 MAX_BODY_BYTES = 64 * 1024
 
 # Paths that operators and scrapers use: no faults, no RED metrics, no access lines.
-_INFRA_PATHS = ("/healthz", "/readyz", "/metrics")
+_INFRA_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 _access_log = logging.getLogger("shop.access")
 
 infra = Blueprint("shop_infra", __name__)
@@ -230,12 +231,49 @@ def _teardown_request(_exc: BaseException | None) -> None:
         Releases.forget()  # worker threads are reused: the next request must not inherit this one's release
 
 
+class Health(BaseModel):
+    status: str
+    service: str
+
+
+class Readiness(Health):
+    checks: dict[str, str]
+
+
+class FaultsState(BaseModel):
+    service: str
+    active: dict[str, dict[str, Any]] = PydanticField(description="the faults on now, with their parameters")
+    available: dict[str, dict[str, Any]] = PydanticField(description="every fault this service has")
+
+
+class ReleaseState(BaseModel):
+    service: str
+    stable: dict[str, Any]
+    canary: dict[str, Any] | None
+    previous: str | None
+    available: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+@infra.get("/openapi.json")
+def openapi() -> Any:
+    service = _service()
+    document = current_app.extensions.get("shop.openapi")
+    if document is None:
+        description = f"The {service} service of shoplab. Every error is problem details (RFC 9457)."
+        document = api.document(current_app, f"shoplab {service}", current_version(), description)
+        current_app.extensions["shop.openapi"] = document
+    return document
+
+
 @infra.get("/healthz")
+@api.operation("Liveness: the process answers", responses={200: Health})
 def healthz() -> Any:
     return {"status": "ok", "service": _service()}
 
 
 @infra.get("/readyz")
+@api.operation("Readiness: its database and dependencies answer (503 says which does not)", responses={200: Readiness})
 def readyz() -> Any:
     checks: dict[str, str] = {}
     for name, check in _state().readiness:
@@ -261,20 +299,30 @@ def _faults_state() -> Any:
 
 @infra.get("/admin/faults")
 @require_admin
+@api.operation("The faults on now and every fault there is (admin)", responses={200: FaultsState}, secured=True)
 def get_faults() -> Any:
     return _faults_state()
 
 
 @infra.put("/admin/faults")
 @require_admin
-def put_faults() -> Any:
+@api.operation(
+    "Switch faults on, or change their parameters (admin)",
+    body=lambda: _faults().changes,
+    responses={200: FaultsState},
+    secured=True,
+)
+def put_faults(body: BaseModel) -> Any:
     registry = _faults()
-    registry.apply(registry.parse(json_body()), actor=current_principal().sub)
+    registry.apply(registry.chosen(body), actor=current_principal().sub)
     return _faults_state()
 
 
 @infra.delete("/admin/faults")
 @require_admin
+@api.operation(
+    "Switch faults off: those named by ?fault=, else all (admin)", responses={200: FaultsState}, secured=True
+)
 def delete_faults() -> Any:
     names = request.args.getlist("fault") or None
     _faults().clear(names, actor=current_principal().sub)
@@ -287,39 +335,49 @@ def _release_state() -> Any:
 
 @infra.get("/admin/release")
 @require_admin
+@api.operation("What runs: stable, canary, history (admin)", responses={200: ReleaseState}, secured=True)
 def get_release() -> Any:
     return _release_state()
 
 
 @infra.put("/admin/release")
 @require_admin
-def put_release() -> Any:
+@api.operation(
+    "Deploy a release: everywhere, or as a canary (admin)",
+    body=ReleaseChange,
+    responses={200: ReleaseState},
+    secured=True,
+)
+def put_release(body: ReleaseChange) -> Any:
     releases = _releases()
-    version, canary_percent = releases.parse(json_body())
-    releases.deploy(version, canary_percent, actor=current_principal().sub)
+    releases.check(body)
+    releases.deploy(body.version, body.canary_percent, actor=current_principal().sub)
     return _release_state()
 
 
 @infra.post("/admin/release/promote")
 @require_admin
-def promote_release() -> Any:
-    _releases().promote(actor=current_principal().sub, reason=_reason())
+@api.operation(
+    "Promote the canary to stable (admin)",
+    body=ReleaseNote,
+    body_optional=True,
+    responses={200: ReleaseState},
+    secured=True,
+)
+def promote_release(body: ReleaseNote) -> Any:
+    _releases().promote(actor=current_principal().sub, reason=body.reason)
     return _release_state()
 
 
 @infra.post("/admin/release/rollback")
 @require_admin
-def rollback_release() -> Any:
-    _releases().rollback(actor=current_principal().sub, reason=_reason())
+@api.operation(
+    "Roll back to the previous stable release (admin)",
+    body=ReleaseNote,
+    body_optional=True,
+    responses={200: ReleaseState},
+    secured=True,
+)
+def rollback_release(body: ReleaseNote) -> Any:
+    _releases().rollback(actor=current_principal().sub, reason=body.reason)
     return _release_state()
-
-
-def _reason() -> str:
-    """The optional body of a promote or rollback: `{"reason": "..."}`, kept in the history."""
-    body = json_body() if request.content_length else {}
-    fields = Fields()
-    reason = fields.string(body, "reason", max_length=500, required=False) or ""
-    for extra in sorted(set(body) - {"reason"}):
-        fields.fail(extra, "unknown field; send only an optional reason")
-    fields.raise_if_any()
-    return reason

@@ -12,10 +12,11 @@ from typing import Any
 
 from flask import request
 from opentelemetry import trace
+from pydantic import BaseModel, Field, create_model
 
-from .errors import Problem
+from .api import StrictBody
+from .errors import Problem, ValidationFailed
 from .metrics import FAULT_ACTIVE
-from .validation import Fields
 
 _log = logging.getLogger("shop.faults")
 _REQUIRED = object()
@@ -29,6 +30,13 @@ class Param:
     maximum: float = 0
     default: Any = _REQUIRED
     description: str = ""
+
+    def field(self) -> Any:
+        """The parameter as a pydantic field: (type, constraints and default)."""
+        default = ... if self.default is _REQUIRED else self.default
+        if self.kind is str:
+            return (str | None, Field(default, max_length=200, description=self.description))
+        return (self.kind, Field(default, ge=self.minimum, le=self.maximum, description=self.description))
 
     def describe(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"type": {int: "integer", float: "number", str: "string"}[self.kind]}
@@ -72,12 +80,22 @@ class FaultRegistry:
     """Which faults are active in this process, with their parameters."""
 
     def __init__(self, service: str, faults: Sequence[Fault]) -> None:
+        def title(name: str) -> str:
+            return "".join(part.capitalize() for part in name.split("_"))
+
         self.service = service
         self.faults = {fault.name: fault for fault in (*COMMON_FAULTS, *faults)}
         self._active: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         for name in self.faults:
             FAULT_ACTIVE.labels(service, name).set(0)
+        # PUT /admin/faults's body for this service's faults: `{fault: {param: value}}`.
+        choices: dict[str, Any] = {}
+        for name, fault in self.faults.items():
+            params = {param.name: param.field() for param in fault.params}
+            model = create_model(f"{title(service)}{title(name)}Fault", __base__=StrictBody, **params)
+            choices[name] = (model | None, Field(None, description=fault.description))
+        self.changes: type[BaseModel] = create_model(f"{title(service)}FaultChanges", __base__=StrictBody, **choices)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,26 +110,12 @@ class FaultRegistry:
     def params(self, name: str) -> dict[str, Any] | None:
         return self._active.get(name)
 
-    def parse(self, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Validate a PUT body `{fault: {param: value}}` as a whole; nothing applies if any part is wrong."""
-        fields = Fields()
-        changes: dict[str, dict[str, Any]] = {}
-        if not body:
-            fields.fail("", f"name at least one fault: {', '.join(self.faults)}")
-        for name, raw in body.items():
-            fault = self.faults.get(name)
-            if fault is None:
-                fields.fail(name, f"unknown fault; this service has {', '.join(self.faults)}")
-                continue
-            if not isinstance(raw, dict):
-                fields.fail(name, "must be an object of parameters (may be empty)")
-                continue
-            allowed = {p.name for p in fault.params}
-            for extra in sorted(set(raw) - allowed):
-                fields.fail(f"{name}.{extra}", f"unknown parameter; {name} takes {', '.join(allowed) or 'none'}")
-            changes[name] = {p.name: _read_param(fields, raw, name, p) for p in fault.params}
-        fields.raise_if_any()
-        return changes
+    def chosen(self, changes: BaseModel) -> dict[str, dict[str, Any]]:
+        """The faults a validated PUT body (`self.changes`) switches on, with their parameters; 400 if none."""
+        chosen = {name: params.model_dump() for name, params in changes if params is not None}
+        if not chosen:
+            raise ValidationFailed([{"field": "", "message": f"name at least one fault: {', '.join(self.faults)}"}])
+        return chosen
 
     def apply(self, changes: dict[str, dict[str, Any]], actor: str) -> None:
         with self._lock:
@@ -158,17 +162,3 @@ class FaultRegistry:
         if params is None or (params["route"] and not request.path.startswith(params["route"])):
             return None
         return params
-
-
-def _read_param(fields: Fields, raw: dict[str, Any], fault: str, param: Param) -> Any:
-    required = param.default is _REQUIRED
-    if param.name not in raw and not required:
-        return param.default
-    value: Any
-    if param.kind is int:
-        value = fields.integer(raw, param.name, at=fault, minimum=int(param.minimum), maximum=int(param.maximum))
-    elif param.kind is float:
-        value = fields.number(raw, param.name, at=fault, minimum=param.minimum, maximum=param.maximum)
-    else:
-        value = fields.string(raw, param.name, at=fault, max_length=200, required=required)
-    return value

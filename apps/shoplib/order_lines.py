@@ -7,35 +7,38 @@ only shoplib and its own package; so it lives here, once, rather than as two cop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
-from .validation import MAX_ID, Fields
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from .api import Body
+from .validation import MAX_ID
 
 MAX_ORDER_LINES = 50
 MAX_QUANTITY = 100
 
 
-@dataclass(frozen=True)
-class Line:
-    product_id: int
-    quantity: int
+class Line(Body):
+    product_id: int = Field(ge=1, le=MAX_ID)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
 
 
-def order_lines(body: dict[str, Any], fields: Fields) -> list[Line]:
-    """`items: [{product_id, quantity}]`, one line per product (checkout's orders, catalog's reservations)."""
-    lines: list[Line] = []
-    seen: set[int] = set()
-    for index, item in enumerate(fields.array(body, "items", max_items=MAX_ORDER_LINES) or []):
-        at = f"items[{index}]"
-        if not isinstance(item, dict):
-            fields.fail(at, "must be an object with product_id and quantity")
-            continue
-        product_id = fields.integer(item, "product_id", at=at, minimum=1, maximum=MAX_ID)
-        quantity = fields.integer(item, "quantity", at=at, minimum=1, maximum=MAX_QUANTITY)
-        if product_id is not None and product_id in seen:
-            fields.fail(f"{at}.product_id", "is listed twice; give one line per product")
-        elif product_id is not None and quantity is not None:
-            seen.add(product_id)
-            lines.append(Line(product_id, quantity))
-    return lines
+class OrderLines(Body):
+    """`items`, one line per product (checkout's orders, catalog's reservations)."""
+
+    items: Annotated[list[Line], Field(min_length=1, max_length=MAX_ORDER_LINES)]
+
+    @field_validator("items")
+    @classmethod
+    def _one_line_per_product(cls, lines: list[Line]) -> list[Line]:
+        seen: set[int] = set()
+        for index, line in enumerate(lines):
+            if line.product_id in seen:
+                raise PydanticCustomError(
+                    "duplicate_product",
+                    "is listed twice; give one line per product",
+                    {"at": f"[{index}].product_id"},  # the field named is that line's product_id
+                )
+            seen.add(line.product_id)
+        return lines

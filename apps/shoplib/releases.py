@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,16 +20,29 @@ from typing import Any
 from flask import g
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from pydantic import Field
 
+from .api import StrictBody, matching
 from .db import Database, utc_timestamp
-from .errors import Problem
+from .errors import Problem, ValidationFailed
 from .metrics import RELEASE_INFO
-from .validation import Fields
 
 _log = logging.getLogger("shop.releases")
 VERSION_ATTRIBUTE = "service.version"  # OpenTelemetry's semantic convention, on spans and log records
-_VERSION = re.compile(r"[0-9A-Za-z.+-]{1,40}")
 HISTORY_LIMIT = 50  # entries GET /admin/release returns; the table keeps them all
+
+
+class ReleaseChange(StrictBody):
+    """PUT /admin/release: a full rollout of `version`, or a canary on `canary_percent` of requests."""
+
+    version: str = matching(r"^[0-9A-Za-z.+-]{1,40}$", "a version such as 2.5.0")
+    canary_percent: int = Field(0, ge=0, le=100, description="0 or absent: full rollout")
+
+
+class ReleaseNote(StrictBody):
+    """The optional body of a promote or rollback, kept in the history."""
+
+    reason: str = Field("", max_length=500)
 
 
 @dataclass(frozen=True)
@@ -123,17 +135,11 @@ class Releases:
 
     # --- changes (admin) ---
 
-    def parse(self, body: dict[str, Any]) -> tuple[str, int]:
-        """A PUT body `{"version": "...", "canary_percent": 0-100}` (0 or absent: full rollout)."""
-        fields = Fields()
-        version = fields.string(body, "version", max_length=40, pattern=_VERSION, hint="a version such as 2.5.0")
-        percent = fields.integer(body, "canary_percent", minimum=0, maximum=100, required=False)
-        for extra in sorted(set(body) - {"version", "canary_percent"}):
-            fields.fail(extra, "unknown field; send version and, for a canary, canary_percent")
-        if version and version not in self.releases:
-            fields.fail("version", f"unknown release; {self.service} has {', '.join(self.releases)}")
-        fields.raise_if_any()
-        return version or "", percent or 0
+    def check(self, change: ReleaseChange) -> None:
+        """A 400 naming the version when this service has no such release."""
+        if change.version not in self.releases:
+            message = f"unknown release; {self.service} has {', '.join(self.releases)}"
+            raise ValidationFailed([{"field": "version", "message": message}])
 
     def deploy(self, version: str, canary_percent: int, actor: str) -> Deployment:
         """Full rollout (percent 0 or 100), or a canary on `canary_percent` of requests."""
