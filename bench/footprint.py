@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             spawned([sys.executable, str(SINK)], workdir / "sink.log", {**env, "PORT": str(sink_port)})
         )
         alertmanager = Alertmanager(
-            workdir, f"http://127.0.0.1:{sink_port}/alerts", f"{urls[RESPONDER]}/alerts"
+            workdir,
+            f"http://127.0.0.1:{sink_port}/alerts",
+            f"{urls[RESPONDER]}/alerts",
+            supervisors[0].secret("RESPONDER_TOKEN"),  # generated in the shop's data folder
         ).start()
         stack.callback(alertmanager.stop)
         prometheus = Prometheus(workdir, ports, alertmanager=alertmanager.address).start()

@@ -15,13 +15,9 @@ import requests
 from backend_doubles import BackendDouble
 from otlp_receiver import OtlpReceiver
 from prom import Alertmanager, Prometheus
-from responder import DEV_RESPONDER_TOKEN
 from shop import ShopUnderTest, poll_until
 from shoplib.services import RESPONDER
 from shoplib.supervisor import Supervisor, free_ports
-
-# What Alertmanager sends the native responder (its dev-only token; compose generates one).
-PAGER = {"Authorization": f"Bearer {DEV_RESPONDER_TOKEN}"}
 
 
 @dataclass
@@ -31,6 +27,10 @@ class NativeLab:
     prometheus: Prometheus
     alertmanager: Alertmanager
     env: dict[str, str]  # what `shoplab` and another responder need to find this lab
+
+    def pager(self) -> dict[str, str]:
+        """What Alertmanager sends the responder: the token the native shop generated in its data folder."""
+        return {"Authorization": f"Bearer {self.shop.supervisor.secret('RESPONDER_TOKEN')}"}
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.shop.login('admin')}"}
@@ -89,7 +89,10 @@ def native_lab(
         stack.callback(shop.stop)
         sink_port, responder_port = free_ports(2)
         alertmanager = Alertmanager(
-            workdir, f"http://127.0.0.1:{sink_port}/alerts", f"http://127.0.0.1:{responder_port}/alerts"
+            workdir,
+            f"http://127.0.0.1:{sink_port}/alerts",
+            f"http://127.0.0.1:{responder_port}/alerts",
+            shop.supervisor.secret("RESPONDER_TOKEN"),
         ).start()
         stack.callback(alertmanager.stop)
         prometheus = Prometheus(workdir, shop.ports, alertmanager=alertmanager.address).start()

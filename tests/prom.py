@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -12,7 +13,6 @@ from typing import Any
 import requests
 import yaml
 
-from responder import DEV_RESPONDER_TOKEN as DEV_TOKEN
 from shop import REPO, poll_until
 from shoplib.supervisor import free_ports
 
@@ -116,7 +116,11 @@ class Alertmanager:
     is down; Alertmanager retries it and delivers to the sink regardless)."""
 
     def __init__(
-        self, workdir: Path, webhook_url: str, responder_url: str | None = None, responder_token: str = DEV_TOKEN
+        self,
+        workdir: Path,
+        webhook_url: str,
+        responder_url: str | None = None,
+        responder_token: str = secrets.token_urlsafe(32),  # paging nobody's responder: any token will do
     ) -> None:
         config = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
         self.port, closed = free_ports(2)

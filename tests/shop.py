@@ -27,7 +27,8 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 GOOD_CARD = {"number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
 DECLINING_CARD = {"number": "4000000000000002", "expiry": "12/39", "cvc": "123"}
-PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "admin": "admin-pass"}
+# The customers' documented passwords; the admin's is generated in the shop's data folder (SupervisedShop).
+PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass"}
 
 
 def poll_until(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:
@@ -93,7 +94,8 @@ class ShopUnderTest(SupervisedShop):
     # --- the shop's API, as a client uses it ---
 
     def login(self, user: str) -> str:
-        response = self.session.post(self.url("auth", "/login"), json={"username": user, "password": PASSWORDS[user]})
+        password = self.admin_password if user == "admin" else PASSWORDS[user]
+        response = self.session.post(self.url("auth", "/login"), json={"username": user, "password": password})
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 

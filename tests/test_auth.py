@@ -17,10 +17,12 @@ from conftest import bearer
 from shop import PASSWORDS
 from shoplib.config import load as load_settings
 
+ADMIN_PASSWORD = "admin-test-password"
+
 
 @pytest.fixture
 def auth(client_for):
-    return client_for("auth")
+    return client_for("auth", DEMO_ADMIN_PASSWORD=ADMIN_PASSWORD)
 
 
 def login(client, username="alice", password="alice-pass", address="127.0.0.1"):
@@ -42,7 +44,7 @@ def test_login_issues_a_bearer_token_that_verify_accepts(auth):
 
 
 def test_admin_has_the_admin_role(auth):
-    token = login(auth, "admin", "admin-pass").json["access_token"]
+    token = login(auth, "admin", ADMIN_PASSWORD).json["access_token"]
     assert auth.get("/verify", headers=bearer(token)).json["roles"] == ["admin"]
 
 
@@ -185,9 +187,11 @@ def test_failed_logins_from_one_address_lock_it_for_every_username(client_for):
 
 def test_only_failed_logins_count_toward_the_limits(client_for):
     """The load generator logs many users in from one address: that must never lock it."""
-    auth = client_for("auth", LOGIN_MAX_FAILURES_PER_USER=2, LOGIN_MAX_FAILURES_PER_ADDRESS=3)
+    auth = client_for(
+        "auth", LOGIN_MAX_FAILURES_PER_USER=2, LOGIN_MAX_FAILURES_PER_ADDRESS=3, DEMO_ADMIN_PASSWORD=ADMIN_PASSWORD
+    )
     for user in ("alice", "bob", "admin") * 3:
-        assert login(auth, user, PASSWORDS[user]).status_code == 200
+        assert login(auth, user, {**PASSWORDS, "admin": ADMIN_PASSWORD}[user]).status_code == 200
     # A success starts the user's count afresh: one failure, a success, one failure is not two in a row.
     assert [login(auth, "alice", password).status_code for password in ("typo", "alice-pass") * 2] == [401, 200] * 2
     # The address's count is not reset by a success: its third failure locks it.

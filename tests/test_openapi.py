@@ -14,7 +14,6 @@ import pytest
 import requests
 from flask import Flask
 
-from responder import DEV_RESPONDER_TOKEN
 from shop import SERVICES as SHOP_SERVICES
 from shop import ShopUnderTest
 from shoplib.api import openapi_path
@@ -95,7 +94,7 @@ def test_schemathesis_finds_nothing(api_shop, service):
     if service in ("catalog", "payment"):  # their reservations and payments are checkout's, for a customer
         token = _token(api_shop, "checkout", (SERVICE_ROLE,), customer="alice")
     elif service == "responder":
-        token = DEV_RESPONDER_TOKEN
+        token = api_shop.supervisor.secret("RESPONDER_TOKEN")
     else:
         token = _token(api_shop, "alice", ("customer",))
     run = _schemathesis(api_shop, service, token)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from native_lab import PAGER, NativeLab, native_lab, running_responder
+from native_lab import NativeLab, native_lab, running_responder
 from shop import poll_until, python
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def resend_and_check(lab: NativeLab, responder: str) -> None:
     url = lab.shop.url("payment", "/admin/release")
     assert requests.put(url, json={"version": "2.5.0"}, headers=lab.admin(), timeout=5).status_code == 200
     body = page("payment", uuid.uuid4().hex[:16])
-    answers = [requests.post(f"{responder}/alerts", json=body, headers=PAGER, timeout=10) for _ in range(3)]
+    answers = [requests.post(f"{responder}/alerts", json=body, headers=lab.pager(), timeout=10) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 202]
     (incident_id,) = answers[0].json()["opened"]
     assert answers[1].json()["repeated"] == [incident_id] == answers[2].json()["repeated"]
@@ -102,7 +102,7 @@ def resend_and_check(lab: NativeLab, responder: str) -> None:
     # A second page about the same service inside the cooldown does not roll back again.
     assert requests.put(url, json={"version": "2.5.0"}, headers=lab.admin(), timeout=5).status_code == 200
     second = requests.post(
-        f"{responder}/alerts", json=page("payment", uuid.uuid4().hex[:16]), headers=PAGER, timeout=10
+        f"{responder}/alerts", json=page("payment", uuid.uuid4().hex[:16]), headers=lab.pager(), timeout=10
     )
     (second_id,) = second.json()["opened"]
     skipped = acted_on(responder, second_id)
@@ -117,7 +117,9 @@ def test_in_suggest_mode_the_responder_changes_nothing(lab: NativeLab, tmp_path:
         admin = lab.admin()
         release_url = lab.shop.url("checkout", "/admin/release")
         assert requests.put(release_url, json={"version": "1.9.0"}, headers=admin, timeout=5).status_code == 200
-        opened = requests.post(f"{url}/alerts", json=page("checkout", uuid.uuid4().hex[:16]), headers=PAGER, timeout=10)
+        opened = requests.post(
+            f"{url}/alerts", json=page("checkout", uuid.uuid4().hex[:16]), headers=lab.pager(), timeout=10
+        )
         (incident_id,) = opened.json()["opened"]
         incident = acted_on(url, incident_id)
         assert incident["action"]["kind"] == "suggest"

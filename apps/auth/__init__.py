@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from flask import Flask
@@ -19,8 +20,10 @@ SETTINGS = (
     # Demo users are documented lab data; override their passwords here.
     Setting("DEMO_ALICE_PASSWORD", text(8, 128), default="alice-pass"),
     Setting("DEMO_BOB_PASSWORD", text(8, 128), default="bob-pass"),
-    # No default outside native dev runs: compose hands over a generated one (DEMO_ADMIN_PASSWORD_FILE).
-    Setting("DEMO_ADMIN_PASSWORD", text(8, 128), dev_default="admin-pass"),
+    # Never a published default: compose hands over a generated one (DEMO_ADMIN_PASSWORD_FILE), and so does the
+    # native supervisor (<data dir>/admin-password). A dev process started on its own gets a random one nobody
+    # knows: its admin cannot log in, and nobody else can either.
+    Setting("DEMO_ADMIN_PASSWORD", text(8, 128), dev_default=secrets.token_urlsafe(24)),
     # Failed logins within the window that lock a username, or a client address (one address may carry many
     # users: the load generator's, a NAT's). A lock refuses every login with 429 and Retry-After; it lasts
     # LOGIN_LOCKOUT_S, twice as long each further time, up to LOGIN_MAX_LOCKOUT_S.

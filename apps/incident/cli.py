@@ -9,8 +9,8 @@
 
 Backends default to PROMETHEUS_URL, TEMPO_URL, LOKI_URL, ALERTMANAGER_URL, RESPONDER_URL, then the lab's
 published ports; the services to CATALOG_URL, ... , then 127.0.0.1:8081-8084. Admin calls use
-SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET when it is set, else a login as the admin
-(DEMO_ADMIN_PASSWORD, default admin-pass: the native shop's; the compose lab generates its own).
+SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET (or JWT_SECRET_FILE) when it is set, else with the native
+shop's data/jwt-secret when there is one here, else a login as the admin with DEMO_ADMIN_PASSWORD (or its _FILE).
 Exit status: 0 healthy (or done, or pass), 1 incident, breach or failed scenario, 2 a backend or the lab could
 not be reached (the output says which and why) or the command line was wrong.
 """
@@ -24,6 +24,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -31,6 +32,7 @@ import requests
 from shoplib.config import ConfigError, cli_argument, http_url, integer, raw_value
 from shoplib.config import load as load_settings
 from shoplib.services import RESPONDER, SERVICES, native_url
+from shoplib.supervisor import JWT_SECRET_NAME, NATIVE_DATA_DIR
 
 from . import scenarios
 from .backends import BackendError, Backends, http_transport
@@ -103,17 +105,27 @@ def _urls(args: argparse.Namespace, defaults: Mapping[str, tuple[str, str]] = DE
 
 
 def _admin_token(auth_url: str) -> TokenSource:
-    """SHOPLAB_ADMIN_TOKEN; else tokens signed with JWT_SECRET (or the file JWT_SECRET_FILE names); else a login
-    as the lab's demo admin with DEMO_ADMIN_PASSWORD (or its _FILE)."""
+    """SHOPLAB_ADMIN_TOKEN; else tokens signed with JWT_SECRET (or the file JWT_SECRET_FILE names), or with the
+    secret `make services` generated in ./data; else a login as the lab's demo admin with DEMO_ADMIN_PASSWORD (or
+    its _FILE)."""
     given = os.environ.get("SHOPLAB_ADMIN_TOKEN", "").strip()
     if given:
         return lambda: given
-    if (raw_value("JWT_SECRET") or "").strip():
+    environ = dict(os.environ)
+    native_secret = Path(NATIVE_DATA_DIR) / JWT_SECRET_NAME
+    if not (raw_value("JWT_SECRET") or "").strip() and native_secret.is_file():
+        environ["JWT_SECRET_FILE"] = str(native_secret)
+    if (raw_value("JWT_SECRET", environ) or "").strip():
         try:
-            return signed_admin_token("shoplab-cli", load_settings(()))
+            return signed_admin_token("shoplab-cli", load_settings((), environ))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-    password = (raw_value("DEMO_ADMIN_PASSWORD") or "").strip() or "admin-pass"
+    password = (raw_value("DEMO_ADMIN_PASSWORD") or "").strip()
+    if not password:
+        raise ValueError(
+            "no admin credentials: set SHOPLAB_ADMIN_TOKEN, JWT_SECRET(_FILE) or DEMO_ADMIN_PASSWORD(_FILE) (compose "
+            "lab: export JWT_SECRET=$(docker compose run --rm --no-deps lab-init show jwt_secret))"
+        )
     cached: list[str] = []
 
     def login() -> str:

@@ -53,9 +53,13 @@ class Target(AdminTarget, Protocol):
 class SupervisedShop:
     """A native shop started by shoplib's Supervisor, as a drill target (the benchmarks' shop)."""
 
-    def __init__(self, shop: Supervisor, admin_password: str = "admin-pass") -> None:
+    def __init__(self, shop: Supervisor) -> None:
         self.shop = shop
-        self.admin_password = admin_password
+
+    @property
+    def admin_password(self) -> str:
+        """The password auth seeded the admin with: the environment's, or the data folder's generated one."""
+        return self.shop.secret("DEMO_ADMIN_PASSWORD")
 
     @property
     def urls(self) -> Mapping[str, str]:

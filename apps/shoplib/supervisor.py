@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeVar
 
-from .config import ConfigError, integer
+from .config import ConfigError, integer, read_secret_file
 from .services import DEFAULT_PORTS, RESPONDER, SERVICES, native_url
 
 STARTABLE = (*SERVICES, RESPONDER)
@@ -36,7 +36,15 @@ STARTABLE = (*SERVICES, RESPONDER)
 APPS_DIR = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180  # the first start seeds a quarter of a million orders
 STOP_TIMEOUT_S = 20
+NATIVE_DATA_DIR = "data"  # `make services` keeps its data here, relative to where it runs
 JWT_SECRET_NAME = "jwt-secret"
+# What a native shop generates in its data folder when the environment gives none: variable → file. No native
+# run signs with, logs in with or pages with a value anyone could read in this repository.
+GENERATED_SECRETS = {
+    "JWT_SECRET": JWT_SECRET_NAME,
+    "DEMO_ADMIN_PASSWORD": "admin-password",
+    "RESPONDER_TOKEN": "responder-token",
+}
 
 T = TypeVar("T")
 
@@ -99,14 +107,15 @@ def service_env(service: str, ports: Mapping[str, int], data_dir: Path, environ:
     return env
 
 
-def jwt_secret_file(data_dir: Path) -> Path:
-    """`<data_dir>/jwt-secret`, made on first use: a random key (HS256 wants 256 bits; this is 384) that only its
-    owner can read. One per data folder, so every native shop signs with its own, and tokens survive restarts."""
-    path = data_dir / JWT_SECRET_NAME
+def secret_file(data_dir: Path, name: str = JWT_SECRET_NAME) -> Path:
+    """`<data_dir>/<name>`, made on first use: 48 random bytes, URL-safe (a signing key for HS256, which wants 256
+    bits; this is 384), that only its owner can read. One per data folder, so every native shop has its own, and
+    they survive restarts."""
+    path = data_dir / name
     if path.exists():
         return path
     data_dir.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{JWT_SECRET_NAME}-")  # mode 0600, whatever the umask
+    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=f".{name}-")  # mode 0600, whatever the umask
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(secrets.token_urlsafe(48) + "\n")
@@ -160,7 +169,7 @@ class Supervisor:
         return {service: native_url(service, self.ports[service]) for service in self.services}
 
     def start(self) -> Supervisor:
-        self._share_jwt_secret()
+        self._share_generated_secrets()
         for service in self.services:
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", "shoplib.serve", service, "--port", str(self.ports[service])],
@@ -171,15 +180,20 @@ class Supervisor:
             )
         return self
 
-    def _share_jwt_secret(self) -> None:
-        """Natively (SHOP_ENV dev, the default here) with no secret given, every child reads the data folder's own
-        (jwt_secret_file). It goes into `environ`, so a responder started beside this shop with that environment
-        signs with the same one."""
+    def _share_generated_secrets(self) -> None:
+        """Natively (SHOP_ENV dev, the default here), each secret the environment does not give (GENERATED_SECRETS)
+        is the data folder's own file (secret_file), handed over as `<NAME>_FILE`. It goes into `environ`, so a
+        responder started beside this shop with that environment signs and pages with the same ones."""
         if self.environ.get("SHOP_ENV", "dev").strip().lower() != "dev":
-            return  # elsewhere a missing JWT_SECRET stays an error at start
-        if self.environ.get("JWT_SECRET") or self.environ.get("JWT_SECRET_FILE"):
-            return
-        self.environ["JWT_SECRET_FILE"] = str(jwt_secret_file(self.data_dir).resolve())
+            return  # elsewhere a missing secret stays an error at start
+        for variable, name in GENERATED_SECRETS.items():
+            if not self.environ.get(variable) and not self.environ.get(f"{variable}_FILE"):
+                self.environ[f"{variable}_FILE"] = str(secret_file(self.data_dir, name).resolve())
+
+    def secret(self, variable: str) -> str:
+        """The value the services read for `variable` (given, or generated in the data folder)."""
+        value = self.environ.get(variable) or read_secret_file(self.environ[f"{variable}_FILE"])
+        return value.strip()
 
     def dead(self) -> list[str]:
         return [service for service, process in self.processes.items() if process.poll() is not None]
@@ -227,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shoplib.supervisor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="one folder per service (default: data)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(NATIVE_DATA_DIR), help="one folder per service (default: data)"
+    )
     parser.add_argument("--services", default=",".join(STARTABLE), help="comma-separated subset to start")
     args = parser.parse_args(argv)
     services = [s.strip() for s in args.services.split(",") if s.strip()]
@@ -252,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     if shop.wait_ready(stopping=lambda: bool(stopping)):
         urls = "  ".join(f"{service} {url}" for service, url in shop.urls.items())
         print(f"shop: ready  {urls}  (Ctrl-C stops)", file=sys.stderr, flush=True)
+        password = shop.environ.get("DEMO_ADMIN_PASSWORD_FILE")
+        if password and not shop.environ.get("DEMO_ADMIN_PASSWORD"):
+            print(f"shop: the admin's password is in {password}", file=sys.stderr, flush=True)
     while not stopping and not shop.dead():
         time.sleep(0.2)
     dead = shop.dead()
