@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -124,7 +125,8 @@ class ShopUnderTest(SupervisedShop):
 
     def exercise_every_route(self, admin_token: str) -> None:
         """One pass over every route of every service, as a short mixed load: paid and declined orders
-        (which reserve and release stock, and pay), reads, logins, admin reads and a 404 per service."""
+        (which reserve and release stock, and pay), reads, logins, admin reads, a 404 and a request gunicorn
+        refuses (a header over its limit: 431) per service."""
         token = self.login("alice")
         paid = self.order(token, [{"product_id": 51, "quantity": 1}])
         self.order(token, [{"product_id": 52, "quantity": 1}], card=DECLINING_CARD)
@@ -137,6 +139,8 @@ class ShopUnderTest(SupervisedShop):
         for service in SERVICES:
             self.session.get(self.url(service, "/admin/faults"), headers={"Authorization": f"Bearer {admin_token}"})
             self.session.get(self.url(service, "/no-such-page"))
+            with contextlib.suppress(requests.RequestException):  # refused with Connection: close
+                requests.get(self.url(service, "/products"), headers={"X-Oversized": "a" * 10_000}, timeout=5)
 
     def clear_faults(self, service: str, admin_token: str) -> requests.Response:
         return self.session.delete(
