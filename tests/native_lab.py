@@ -106,6 +106,7 @@ def native_lab(
             **backends,
             "ALERTMANAGER_URL": f"http://{alertmanager.address}",
             "RESPONDER_URL": responder_url,
+            "JWT_SECRET_FILE": shop.supervisor.environ["JWT_SECRET_FILE"],  # shoplab signs its admin tokens
             **{f"{service.upper()}_URL": url for service, url in shop.urls.items()},
         }
         yield NativeLab(shop, responder_url, prometheus, alertmanager, env)

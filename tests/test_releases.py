@@ -268,6 +268,8 @@ def test_spans_and_log_records_say_which_release_served_them(shop, otlp, admin_t
 @pytest.mark.integration
 def test_shoplab_deploys_lists_and_rolls_back_through_the_admin_endpoints(shop):
     env = {f"{service.upper()}_URL": shop.url(service) for service in shop.urls}
+    # As an operator of the native shop would: a login with the admin's password from its data folder.
+    env["DEMO_ADMIN_PASSWORD_FILE"] = shop.supervisor.environ["DEMO_ADMIN_PASSWORD_FILE"]
 
     def shoplab(*args):
         return python("-m", "incident.cli", *args, env=env)
