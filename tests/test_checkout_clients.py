@@ -1,5 +1,5 @@
 """checkout's calls to its dependencies: a connection dropped before any answer is resent once; a dependency
-that is down or slow becomes a 503 or 504 problem naming it."""
+that is down or slow becomes a 503 or 504 problem naming it, one whose answer breaks off a 502."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from checkout.clients import Downstream
 from shoplib.errors import Problem
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+# A payment killed while it answered: the head and part of a chunk, then the connection closes.
+CUT_OFF = b'HTTP/1.1 201 CREATED\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nbf\r\n{"paym'
 
 
 class DroppingServer:
     """Closes the first `drops` connections without answering (as a server closing an idle kept-alive
     connection does), then answers 200; with `silent`, accepts and never answers."""
 
-    def __init__(self, drops: int, silent: bool = False) -> None:
+    def __init__(self, drops: int, silent: bool = False, answer: bytes = ANSWER) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.drops, self.silent, self.connections = drops, silent, 0
+        self.drops, self.silent, self.answer, self.connections = drops, silent, answer, 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     @property
@@ -40,7 +42,7 @@ class DroppingServer:
             if self.silent:
                 continue
             if self.connections > self.drops:
-                conn.sendall(ANSWER)
+                conn.sendall(self.answer)
             conn.close()
 
 
@@ -48,6 +50,16 @@ def test_a_connection_dropped_before_any_answer_is_resent_once():
     server = DroppingServer(drops=1)
     response = Downstream("catalog", server.url, timeout_s=2).call("POST", "/reservations", bearer="t", json={})
     assert response.status_code == 200 and server.connections == 2
+
+
+def test_an_answer_cut_off_midway_is_a_502_and_never_resent():
+    """Seen in the crash test: payment killed mid-answer raised ChunkedEncodingError out of checkout, a 500. The
+    payment may have been captured, so the call is not sent again; the order's outcome is left to the reconciler."""
+    server = DroppingServer(drops=0, answer=CUT_OFF)
+    with pytest.raises(Problem) as problem:
+        Downstream("payment", server.url, timeout_s=2).call("POST", "/payments", bearer="t", json={})
+    assert problem.value.status == 502 and problem.value.extra["dependency"] == "payment"
+    assert server.connections == 1
 
 
 def test_two_drops_in_a_row_are_a_503_naming_the_dependency():

@@ -29,7 +29,8 @@ class Downstream:
         self.session.trust_env = False
 
     def call(self, method: str, path: str, *, bearer: str, json: Any = None) -> requests.Response:
-        """One call; connection failures and timeouts become 503/504 problems naming the dependency. Timed per
+        """One call; connection failures, timeouts and answers cut off become 503/504/502 problems naming the
+        dependency. Timed per
         route being served, so an alert on that route can name the dependency that made it slow or fail."""
         started = time.perf_counter()
         outcome = "unreachable"
@@ -38,7 +39,7 @@ class Downstream:
             outcome = str(response.status_code)
             return response
         except Problem as problem:
-            outcome = "timeout" if problem.status == 504 else "unreachable"
+            outcome = {504: "timeout", 502: "cut_off"}.get(problem.status, "unreachable")
             raise
         finally:
             caller_method, caller_route = request_route()
@@ -72,6 +73,16 @@ class Downstream:
                 "Dependency unavailable",
                 f"{self.name} could not be reached.",
                 kind="dependency-unavailable",
+                dependency=self.name,
+            ) from None
+        except requests.RequestException:
+            # The answer broke off midway (the dependency died while sending it, e.g. ChunkedEncodingError): it may
+            # have acted, so, as after a timeout, nothing is resent and the caller treats the outcome as unknown.
+            raise Problem(
+                502,
+                "Dependency error",
+                f"{self.name}'s answer was cut off.",
+                kind="dependency-cut-off",
                 dependency=self.name,
             ) from None
 

@@ -21,7 +21,7 @@ for _outcome in ("paid", "declined", "failed", "stock_released"):
 DEPENDENCY_CALLS = Histogram(
     "http_client_request_duration_seconds",
     "Time checkout waited on a call to a dependency, by the route being served (method, route), the dependency, "
-    "and its status code, or timeout / unreachable when it gave none.",
+    "and its status code, or timeout / unreachable / cut_off (its answer broke off midway) when it gave none.",
     ["service", "method", "route", "dependency", "status_code"],
     unit="seconds",
 )
