@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from otlp_receiver import OtlpReceiver
 from prom import Prometheus
-from shop import ShopUnderTest, poll_until
+from shop import ShopUnderTest, exporting_to, poll_until
 from shoplib.app import close_app
 from shoplib.config import load as load_settings
 from shoplib.security import SERVICE_ROLE, sign_token
@@ -117,13 +117,7 @@ def otlp() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="session")
 def shop(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[ShopUnderTest]:
     """The four services as real processes, exporting traces and logs to the test's OTLP receiver."""
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BLRP_SCHEDULE_DELAY": "100",
-    }
-    running = ShopUnderTest(tmp_path_factory.mktemp("shop"), env).start()
+    running = ShopUnderTest(tmp_path_factory.mktemp("shop"), exporting_to(otlp.endpoint)).start()
     yield running
     assert running.stop() == 0
     # Whatever the tests threw at it, no request may have ended in an unexpected error.

@@ -15,7 +15,7 @@ import requests
 from backend_doubles import BackendDouble
 from otlp_receiver import OtlpReceiver
 from prom import Alertmanager, Prometheus
-from shop import ShopUnderTest, poll_until
+from shop import ShopUnderTest, exporting_to, poll_until
 from shoplib.services import RESPONDER
 from shoplib.supervisor import Supervisor, free_ports
 
@@ -78,13 +78,7 @@ def native_lab(
         stack.callback(loki.stop)
         shop = ShopUnderTest(
             workdir,
-            {
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_LOGS_EXPORTER": "otlp",
-                "OTEL_BSP_SCHEDULE_DELAY": "200",
-                "OTEL_BLRP_SCHEDULE_DELAY": "200",
-                "SEED_ORDERS": str(seed_orders),
-            },
+            exporting_to(receiver.endpoint, 200, SEED_ORDERS=str(seed_orders)),
         ).start()
         stack.callback(shop.stop)
         sink_port, responder_port = free_ports(2)

@@ -55,6 +55,18 @@ def python(
     )
 
 
+def exporting_to(endpoint: str, delay_ms: int = 100, **more: str) -> dict[str, str]:
+    """A shop's environment that sends traces and logs over OTLP to `endpoint`, in batches every `delay_ms` (the
+    SDK's 5 s default would leave a test waiting), plus `more`."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": str(delay_ms),
+        "OTEL_BLRP_SCHEDULE_DELAY": str(delay_ms),
+        **more,
+    }
+
+
 class ShopUnderTest(SupervisedShop):
     """A native shop (shoplib's Supervisor: free ports, data in `workdir`) with its stdout kept for log
     assertions, and the shop's API as a client uses it. Drills take it as their target."""

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from otlp_receiver import OtlpReceiver, Span
-from shop import REPO, ShopUnderTest, python
+from shop import REPO, ShopUnderTest, exporting_to, python
 from shoplib.services import SERVICES
 
 pytestmark = pytest.mark.integration  # the shop, Locust and the receiver run as real processes and threads
@@ -38,13 +38,7 @@ class PeakHour:
 def peak_hour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeakHour]:
     workdir = tmp_path_factory.mktemp("completeness")
     receiver = OtlpReceiver().start()
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_BLRP_SCHEDULE_DELAY": "200",
-        "SEED_ORDERS": "2000",
-    }
+    env = exporting_to(receiver.endpoint, 200, SEED_ORDERS="2000")
     shop = ShopUnderTest(workdir, env).start()
     try:
         result = python(

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otlp_receiver import OtlpReceiver
-from shop import GOOD_CARD, ShopUnderTest, poll_until
+from shop import GOOD_CARD, ShopUnderTest, exporting_to, poll_until
 from shoplib.services import SERVICES
 from shoplib.supervisor import free_ports
 from shoplib.telemetry import QueryRedactingLogFilter, QueryRedactingSpanProcessor, redact_query
@@ -121,16 +121,14 @@ def test_no_card_number_or_token_reaches_logs_spans_or_metrics(shop, otlp, place
 def test_an_unreachable_otlp_endpoint_costs_no_request_and_every_loss_is_counted(tmp_path):
     """Export failures and, once the small queue is full, the spans and records dropped before export."""
     (closed_port,) = free_ports(1)
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port}",
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BSP_MAX_QUEUE_SIZE": "8",
-        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4",
-        "OTEL_BLRP_MAX_QUEUE_SIZE": "8",
-        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "4",
-    }
+    env = exporting_to(
+        f"http://127.0.0.1:{closed_port}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        OTEL_BSP_MAX_QUEUE_SIZE="8",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="4",
+        OTEL_BLRP_MAX_QUEUE_SIZE="8",
+        OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="4",
+    )
     shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
         statuses = [requests.get(shop.url("catalog", f"/products/{n}"), timeout=5).status_code for n in range(1, 41)]
@@ -221,13 +219,7 @@ def test_a_logged_url_loses_its_secrets_before_any_handler_writes_it():
 @pytest.mark.integration
 def test_secrets_in_a_query_string_reach_no_span_or_log_record(tmp_path):
     receiver = OtlpReceiver().start()
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        "SEED_PRODUCTS": "30",
-    }
+    env = exporting_to(receiver.endpoint, SEED_PRODUCTS="30")
     shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
         assert requests.get(shop.url("catalog", f"/products?{SECRET_QUERY}"), timeout=5).status_code == 200
@@ -279,13 +271,7 @@ def test_a_graceful_stop_is_quick_while_the_otlp_endpoint_hangs(tmp_path):
     """The last flush gives up after SHUTDOWN_TIMEOUT_S (2 s): stopping took 12.5 s, an export call waiting out
     OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per signal. 5 s leaves room for gunicorn's own stop on a busy machine."""
     hole = BlackHole()
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": hole.endpoint,
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        "SEED_PRODUCTS": "30",
-    }
+    env = exporting_to(hole.endpoint, SEED_PRODUCTS="30")
     shop = ShopUnderTest(tmp_path, env, services=("catalog",)).start()
     try:
         for product in range(1, 6):

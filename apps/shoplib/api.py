@@ -123,7 +123,7 @@ def operation(
         @functools.wraps(view)
         def validated(*args: P.args, **kwargs: P.kwargs) -> R:
             if spec.query is not None:
-                kwargs["query"] = parse(spec.query, _query_values())
+                kwargs["query"] = parse(spec.query, request.args.to_dict())
             if spec.body is not None:
                 empty = (
                     spec.body_optional
@@ -165,11 +165,6 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     return name
-
-
-def _query_values() -> dict[str, str]:
-    # `?limit=` is as good as no limit: the default applies.
-    return {name: value for name, value in request.args.items() if value != ""}
 
 
 _RULE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")

@@ -192,7 +192,11 @@ class Supervisor:
 
     def secret(self, variable: str) -> str:
         """The value the services read for `variable` (given, or generated in the data folder)."""
-        value = self.environ.get(variable) or read_secret_file(self.environ[f"{variable}_FILE"])
+        value = self.environ.get(variable)
+        if not value and self.environ.get(f"{variable}_FILE"):
+            value = read_secret_file(self.environ[f"{variable}_FILE"])
+        if not value:
+            raise ConfigError(f"{variable} is required but not set (nor {variable}_FILE)")
         return value.strip()
 
     def dead(self) -> list[str]:
