@@ -73,7 +73,7 @@ def sample(api: str, shop: Shop, phase: str, started: float) -> Sample:
     total = stats["stats"][-1]
     counters: dict[tuple[str, str, str], float] = {}
     for url in shop.urls.values():
-        _served, found = scrape(url)
+        _served, _series, found = scrape(url)
         for key, value in found.items():
             counters[key] = counters.get(key, 0.0) + value
 

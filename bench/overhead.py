@@ -79,6 +79,7 @@ MODES: dict[str, dict[str, str]] = {
     "traces": {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none"},
     "traces+logs": {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"},
 }
+LAB_DEFAULT = "traces+logs"
 LOG_LEVELS = {"dark": "warning", "traces": "warning", "traces+logs": "info"}  # info: one access line a request
 SEED_PRODUCTS = 600  # the lab's catalog (the journeys pick product ids from it)
 DEFAULT_SEED_ORDERS = 250_000  # the lab's order history
@@ -120,6 +121,7 @@ class Snapshot:
     at: float
     cpu_s: dict[str, float]
     served: dict[str, float]
+    series: dict[str, int]  # samples each service's /metrics exposes: its Prometheus series
     telemetry: dict[tuple[str, str, str], float]  # (metric, signal, outcome or reason) summed over services
     wire_bytes: int | None
 
@@ -174,13 +176,16 @@ def shop_environ(mode: str, seed_orders: int, endpoints: dict[str, str]) -> dict
     return env
 
 
-def scrape(url: str) -> tuple[float, dict[tuple[str, str, str], float]]:
-    """Requests this service served (infrastructure paths are not counted by the shop) and its telemetry counters:
-    (metric, signal, outcome or reason) for exported and dropped items, (metric, signal, "") for the queue."""
+def scrape(url: str) -> tuple[float, int, dict[tuple[str, str, str], float]]:
+    """Requests this service served (infrastructure paths are not counted by the shop), the series it exposes, and
+    its telemetry counters: (metric, signal, outcome or reason) for exported and dropped items, (metric, signal, "")
+    for the queue."""
     text = requests.get(f"{url}/metrics", timeout=10).text
     served = 0.0
+    series = 0
     telemetry: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
+        series += len(family.samples)
         for sample in family.samples:
             if sample.name == "http_request_duration_seconds_count":
                 served += sample.value
@@ -190,18 +195,19 @@ def scrape(url: str) -> tuple[float, dict[tuple[str, str, str], float]]:
             elif sample.name == "telemetry_queued_items":
                 key = (sample.name, sample.labels["signal"], "")
                 telemetry[key] = telemetry.get(key, 0.0) + sample.value
-    return served, telemetry
+    return served, series, telemetry
 
 
 def snapshot(shop: Shop, receiver: CountingReceiver | None) -> Snapshot:
     cpu_s = {service: cpu_seconds(processes) for service, processes in shop.trees.items()}
     served: dict[str, float] = {}
+    series: dict[str, int] = {}
     telemetry: dict[tuple[str, str, str], float] = {}
     for service, url in shop.urls.items():
-        served[service], counters = scrape(url)
+        served[service], series[service], counters = scrape(url)
         for key, value in counters.items():
             telemetry[key] = telemetry.get(key, 0.0) + value
-    return Snapshot(time.monotonic(), cpu_s, served, telemetry, receiver.bytes_received() if receiver else None)
+    return Snapshot(time.monotonic(), cpu_s, served, series, telemetry, receiver.bytes_received() if receiver else None)
 
 
 def rss_mib(processes: list[psutil.Process]) -> float:
@@ -271,6 +277,7 @@ def measure_window(
         shop_cpu += cpu
         result[f"cpu_ms_per_request.{service}"] = 1000 * cpu / served if served else None
         result[f"rss_mib.{service}"] = rss = rss_mib(shop.trees[service])
+        result[f"series.{service}"] = float(after.series[service])
         shop_rss += rss
     result["cpu_ms_per_request.shop"] = per_request(1000 * shop_cpu)  # the whole shop per request Locust sent
     result["shop_cpu_pct"] = 100 * shop_cpu / elapsed
@@ -350,6 +357,7 @@ TABLES: list[tuple[str, list[tuple[str, str]], str, bool]] = [
         False,
     ),
     ("Locust CPU % (of its own core)", [("locust", "locust_cpu_pct")], "{:.0f}", False),
+    ("Prometheus series each service exposes at the end", [(s, f"series.{s}") for s in SERVICES], "{:.0f}", False),
 ]
 
 
@@ -548,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         "receiver": "tests' OtlpReceiver (test double)" if receiver is not None else "real backends",
         "pinned": {"shop": pins.shop_cpu, "bench_and_locust": pins.rest_cpu} if pins else None,
         "summary": summary,
+        # What `shoplab capacity` scales metrics by: one instance of each service, after the lab's default mode ran.
+        "series_per_instance": {
+            service: round(summary[f"series.{service}"][LAB_DEFAULT]["median"]) for service in SERVICES
+        },
         "runs": runs,
     }
     if found:
