@@ -6,13 +6,15 @@
     shoplab deploy SERVICE VERSION [--canary N]  roll out a release (to N% of requests as a canary)
     shoplab rollback SERVICE [--reason TEXT]     drop the canary, else return to the previous release
     shoplab scenario list | run NAME [--json]    a game day with a verdict
+    shoplab capacity [--users 100,10k,1M,100M]   telemetry volume, storage and backend sizes per number of users
 
 Backends default to PROMETHEUS_URL, TEMPO_URL, LOKI_URL, ALERTMANAGER_URL, RESPONDER_URL, then the lab's
 published ports; the services to CATALOG_URL, ... , then 127.0.0.1:8081-8084. Admin calls use
 SHOPLAB_ADMIN_TOKEN, else a token signed with JWT_SECRET (or JWT_SECRET_FILE) when it is set, else with the native
 shop's data/jwt-secret when there is one here, else a login as the admin with DEMO_ADMIN_PASSWORD (or its _FILE).
 Exit status: 0 healthy (or done, or pass), 1 incident, breach or failed scenario, 2 a backend or the lab could
-not be reached (the output says which and why) or the command line was wrong.
+not be reached (the output says which and why), the measurements could not be used (capacity), or the command
+line was wrong.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from typing import Any
 
 import requests
 
-from shoplib.config import ConfigError, cli_argument, http_url, integer, raw_value
+from shoplib.config import ConfigError, cli_argument, http_url, integer, number, raw_value
 from shoplib.config import load as load_settings
 from shoplib.services import RESPONDER, SERVICES, native_url
 from shoplib.supervisor import JWT_SECRET_NAME, NATIVE_DATA_DIR
 
-from . import scenarios
+from . import capacity, scenarios
 from .backends import BackendError, Backends, http_transport
 from .diagnosis import Diagnosis, diagnose_from, parse_window
 from .links import DEFAULT_GRAFANA_URL
@@ -224,6 +226,81 @@ def scenario_run_command(args: argparse.Namespace) -> int:
     return EXIT_HEALTHY if outcome.verdict == "pass" else EXIT_INCIDENT
 
 
+def capacity_command(args: argparse.Namespace) -> int:
+    try:
+        measured = capacity.load_measurements(args.measurements)
+    except capacity.MeasurementsError as exc:
+        print(f"shoplab capacity: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    assumed = capacity.Assumptions(
+        requests_per_user=args.requests_per_user,
+        peak_ratio=args.peak_ratio,
+        sampling=args.sampling,
+        error_slow_share=args.error_slow_share,
+        logs_per_request=args.logs_per_request,
+        traces_days=args.traces_days,
+        logs_days=args.logs_days,
+        metrics_days=args.metrics_days,
+        replication_factor=args.replication_factor,
+        scrape_interval_s=args.scrape_interval,
+        trace_compression=args.trace_compression,
+        log_compression=args.log_compression,
+        bytes_per_sample=args.bytes_per_sample,
+    )
+    steps = [capacity.plan(users, measured, assumed) for users in args.users]
+    if args.json:
+        print(json.dumps(capacity.to_json(steps, measured, assumed), indent=2))
+    else:
+        print(capacity.render(steps, measured, assumed))
+    return EXIT_HEALTHY
+
+
+def _add_capacity_options(parser: argparse.ArgumentParser) -> None:
+    """The model's assumptions as options; defaults and why in capacity.Assumptions and the command's output."""
+    defaults = capacity.Assumptions()
+
+    def option(
+        name: str, parse: Callable[[str], Any], default: Any, metavar: str, text: str, *, unit: str = ""
+    ) -> None:
+        shown = "as measured" if default is None else f"{default:g}{unit}" if isinstance(default, float) else default
+        parser.add_argument(
+            f"--{name}", type=cli_argument(parse), default=default, metavar=metavar, help=f"{text} (default {shown})"
+        )
+
+    parser.add_argument(
+        "--users",
+        type=cli_argument(capacity.parse_users),
+        default=capacity.DEFAULT_USERS,
+        metavar="LIST",
+        help="user counts, one row each (default 100,10k,1M,100M)",
+    )
+    option("requests-per-user", capacity.positive(1e6), defaults.requests_per_user, "N", "requests per user a day")
+    option("peak-ratio", number(1, 1000), defaults.peak_ratio, "X", "the busiest hour's rate over the day's average")
+    option(
+        "sampling", parse_ratio, defaults.sampling, "RATIO", "share of ordinary traces kept; 1 keeps all, as the lab"
+    )
+    option("error-slow-share", parse_ratio, defaults.error_slow_share, "RATIO", "share of traces always kept")
+    option("logs-per-request", number(0, 1000), None, "N", "log records per request (measured at LOG_LEVEL=info)")
+    for signal in ("traces", "logs", "metrics"):
+        days = getattr(defaults, f"{signal}_days")
+        option(f"{signal}-days", number(0, 3650), days, "DAYS", f"{signal} retention, the lab's by default")
+    option("replication-factor", integer(1, 9), defaults.replication_factor, "N", "Mimir's ingester replication")
+    option(
+        "scrape-interval", parse_seconds, defaults.scrape_interval_s, "DURATION", "Prometheus scrape interval", unit="s"
+    )
+    option("trace-compression", capacity.positive(1000), defaults.trace_compression, "X", "OTLP bytes / bytes stored")
+    option("log-compression", capacity.positive(1000), defaults.log_compression, "X", "OTLP bytes / bytes stored")
+    option("bytes-per-sample", capacity.positive(100), defaults.bytes_per_sample, "B", "metrics stored per sample")
+    parser.add_argument(
+        "--measurements",
+        type=Path,
+        default=capacity.DEFAULT_MEASUREMENTS,
+        metavar="PATH",
+        help="a bench/baseline.json with the overhead benchmark's section (default: this checkout's)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object: measurements, assumptions, steps")
+
+
 def _diagnose(args: argparse.Namespace) -> Diagnosis:
     return diagnose_from(_urls(args), args.window, TIMEOUT_S)
 
@@ -346,6 +423,17 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--prometheus", type=cli_argument(http_url), default=None, help="Prometheus URL")
     run.set_defaults(run=scenario_run_command)
+
+    capacity_parser = commands.add_parser(
+        "capacity",
+        help="telemetry volume, storage and backend sizes from 100 users to 100 million",
+        description="From the lab's measured telemetry per request (bench/baseline.json, overhead) and the stated "
+        "assumptions: per number of users, requests/s, spans, log records and series, each backend's ingest and "
+        "storage at retention, and the Tempo, Loki and Mimir component counts of Grafana's sizing guidance. Exit 0, "
+        "or 2 when the measurements are missing (the message says how to record them) or an option is wrong.",
+    )
+    _add_capacity_options(capacity_parser)
+    capacity_parser.set_defaults(run=capacity_command)
     return root
 
 
