@@ -73,8 +73,14 @@ def test_an_order_is_one_trace_with_spans_from_all_four_services(otlp, placed):
 
 def test_log_lines_from_all_four_services_carry_the_trace_id(shop, otlp, placed):
     trace_id = placed["trace_id"]
-    stdout_services = {line["service"] for line in shop.log_lines() if line.get("trace_id") == trace_id}
-    assert stdout_services == set(SERVICES)
+
+    def stdout_services() -> set[str]:
+        return {line["service"] for line in shop.log_lines() if line.get("trace_id") == trace_id}
+
+    # stdout lines leave in 0.2 s batches: wait for all four, or fail naming who is missing.
+    with contextlib.suppress(BaseException):
+        poll_until(lambda: stdout_services() == set(SERVICES) or None, timeout=5, what="lines from all four")
+    assert stdout_services() == set(SERVICES)
     access = shop.logs(trace_id=trace_id, message="request")
     assert {"route", "status", "duration_ms", "span_id", "timestamp", "level", "logger"} <= set(access[0])
 
