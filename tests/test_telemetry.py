@@ -11,15 +11,23 @@ import time
 
 import pytest
 import requests
+from flask import Flask
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otlp_receiver import OtlpReceiver
 from shop import GOOD_CARD, ShopUnderTest, exporting_to, poll_until
 from shoplib.services import SERVICES
 from shoplib.supervisor import free_ports
-from shoplib.telemetry import QueryRedactingLogFilter, QueryRedactingSpanProcessor, redact_query
+from shoplib.telemetry import (
+    QueryRedactingLogFilter,
+    QueryRedactingSpanProcessor,
+    name_server_span,
+    redact_query,
+    traced_wsgi,
+)
 
 SERVER, CLIENT = 2, 3  # OTLP SpanKind values
 
@@ -77,8 +85,8 @@ def test_log_lines_from_all_four_services_carry_the_trace_id(shop, otlp, placed)
     def stdout_services() -> set[str]:
         return {line["service"] for line in shop.log_lines() if line.get("trace_id") == trace_id}
 
-    # stdout lines leave in 0.2 s batches: wait for all four, or fail naming who is missing.
-    with contextlib.suppress(BaseException):
+    # stdout lines leave in 0.2 s batches: wait for all four, then compare (so a failure names who is missing).
+    with contextlib.suppress(pytest.fail.Exception):
         poll_until(lambda: stdout_services() == set(SERVICES) or None, timeout=5, what="lines from all four")
     assert stdout_services() == set(SERVICES)
     access = shop.logs(trace_id=trace_id, message="request")
@@ -289,3 +297,52 @@ def test_a_graceful_stop_is_quick_while_the_otlp_endpoint_hangs(tmp_path):
         took = time.monotonic() - started
         hole.close()
     assert code == 0 and took < 5, f"exit code {code} after {took:.1f} s"
+
+
+def test_server_spans_are_named_by_route_continue_the_callers_trace_and_fail_only_on_5xx():
+    """shoplib's own server spans (traced_wsgi, in place of the Flask instrumentation), on a real Flask app."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(QueryRedactingSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    app = Flask("traced")
+
+    @app.get("/products/<int:product_id>")
+    def product(product_id: int) -> dict[str, int]:
+        return {"id": product_id}
+
+    @app.get("/boom")
+    def boom() -> tuple[str, int]:
+        return "down", 503
+
+    @app.get("/healthz")
+    def healthz() -> str:
+        return "ok"
+
+    app.wsgi_app = traced_wsgi(app.wsgi_app, provider.get_tracer("test"))  # type: ignore[method-assign]
+    app.before_request_funcs.setdefault(None, []).insert(0, name_server_span)
+    client = app.test_client()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert client.get(f"/products/7?{SECRET_QUERY}", headers={"traceparent": caller}).status_code == 200
+    assert client.get("/products/x").status_code == 404
+    assert client.get("/boom").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+    found, missing, failed = exported.get_finished_spans()  # /healthz has none
+    assert (found.name, found.kind, found.status.status_code) == (
+        "GET /products/<int:product_id>",
+        SpanKind.SERVER,
+        StatusCode.UNSET,
+    )
+    assert format(found.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert format(found.parent.span_id, "016x") == "b7ad6b7169203331"
+    assert found.attributes["http.route"] == "/products/<int:product_id>"
+    assert found.attributes["http.status_code"] == 200
+    assert found.attributes["http.target"] == f"/products/7?{REDACTED_QUERY}"
+    # No route matched: the method alone (a path would make a span name per URL); a 4xx is not the server's error.
+    assert (missing.name, missing.status.status_code, missing.attributes["http.status_code"]) == (
+        "GET",
+        StatusCode.UNSET,
+        404,
+    )
+    assert (failed.name, failed.status.status_code) == ("GET /boom", StatusCode.ERROR)

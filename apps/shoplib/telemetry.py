@@ -267,10 +267,10 @@ def instrument_app(app: Flask) -> None:
     """A SERVER span for each request the app serves (but UNTRACED_PATHS), in the context its caller propagated."""
     if _otel_enabled():
         app.wsgi_app = traced_wsgi(app.wsgi_app)  # type: ignore[method-assign]
-        app.before_request_funcs.setdefault(None, []).insert(0, _name_server_span)
+        app.before_request_funcs.setdefault(None, []).insert(0, name_server_span)
 
 
-def traced_wsgi(wsgi_app: Any) -> Any:
+def traced_wsgi(wsgi_app: Any, tracer: trace.Tracer | None = None) -> Any:
     """`wsgi_app` inside a SERVER span, from the first byte read to the response handed to the server.
 
     In place of opentelemetry-instrumentation-flask, which cost this shop more than all its other telemetry (bench/
@@ -279,7 +279,7 @@ def traced_wsgi(wsgi_app: Any) -> Any:
     metrics read (name `METHOD route`, kind, status, http.route, http.status_code), and what shows who called and
     how: http.method, http.scheme, http.target (redacted by QueryRedactingSpanProcessor), net.peer.ip,
     http.user_agent (the old HTTP semantic conventions, as the requests instrumentation's client spans)."""
-    tracer = trace.get_tracer(__name__)
+    tracer = tracer or trace.get_tracer(__name__)
 
     def traced(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -320,7 +320,7 @@ def traced_wsgi(wsgi_app: Any) -> Any:
     return traced
 
 
-def _name_server_span() -> None:
+def name_server_span() -> None:
     """The span's name and http.route once Flask has matched the route (a request no route matches keeps its
     method alone as its name: a path would make one span name, and one span-metrics series, per URL)."""
     rule = request.url_rule
