@@ -37,6 +37,7 @@ import psutil
 import requests
 from load_capacity import otlp_backends
 from overhead import (
+    LAB_DEFAULT,
     REPO,
     CountingReceiver,
     Pinning,
@@ -50,7 +51,6 @@ from overhead import (
     shop_and_locust,
 )
 
-MODE = "traces+logs"  # the lab's default
 QUEUE_LIMIT = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE, which the lab keeps
 RSS_GROWTH_LIMIT = 0.15  # of the shop's RSS before the outage: more than its queues could explain
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 "stops listening for the outage, as a stopped Tempo would"
             )
         settings = argparse.Namespace(seed_orders=args.seed_orders, think_time_scale=args.think_time_scale)
-        shop, _locust, api = stack.enter_context(shop_and_locust(MODE, settings, Path(tmp), endpoints, pins))
+        shop, _locust, api = stack.enter_context(shop_and_locust(LAB_DEFAULT, settings, Path(tmp), endpoints, pins))
         set_users(api, args.users)
         print(
             f"load: {args.users} users; {args.before:.0f} s before, {args.outage:.0f} s outage, "

@@ -1,6 +1,6 @@
-"""What telemetry costs the shop: the same load on a dark shop, with traces, and with traces and logs.
+"""What telemetry costs the shop: the same load on a dark shop, with traces, with traces and logs, and as the lab runs.
 
-    python bench/overhead.py                                  # 3 rounds of 3 modes, 60 s each (about 25 min)
+    python bench/overhead.py                                  # 3 rounds of 4 modes, 60 s each (about 35 min)
     python bench/overhead.py --rounds 1 --seconds 20 --settle 5
     python bench/overhead.py --capacity                       # ... and each mode's highest sustained rate
     python bench/overhead.py --traces-endpoint http://127.0.0.1:4318/v1/traces \\
@@ -8,11 +8,13 @@
     python bench/overhead.py --record                         # ... and keep the result in bench/baseline.json
 
 Modes, each on a fresh shop (shoplib's Supervisor, fresh data, the same seed sizes):
-  dark         OTEL_SDK_DISABLED=true (no SDK, no Flask/requests instrumentation), LOG_LEVEL=warning
+  dark         OTEL_SDK_DISABLED=true (no SDK, no server spans, no requests instrumentation), LOG_LEVEL=warning
   traces       spans over OTLP, no OTLP logs, LOG_LEVEL=warning
-  traces+logs  spans and log records over OTLP, LOG_LEVEL=info (JSON lines on stdout too): the lab's default
+  traces+logs  spans and log records over OTLP, LOG_LEVEL=warning: the log pipeline, carrying warnings and errors
+  lab          what compose.yaml gives every service (x-shop-env, read from the file): spans and log records over
+               OTLP at LOG_LEVEL=info, one access line a request, JSON lines on stdout too
 Prometheus metrics are recorded in every mode (there is no switch), so they are part of the baseline, not of
-the overhead. Modes alternate in rounds (dark, traces, traces+logs, dark, ...) so machine noise hits all alike;
+the overhead. Modes alternate in rounds (dark, traces, traces+logs, lab, dark, ...) so machine noise hits all alike;
 the tables show the median and the spread (min-max) over the rounds, and each mode's median over dark's.
 
 Load: one Locust process with the shop's journeys (locustfiles/locustfile.py) at a fixed moderate load
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -45,6 +48,7 @@ from typing import Any
 
 import psutil
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,14 +77,52 @@ from shoplib.services import SERVICES  # noqa: E402
 from shoplib.supervisor import Supervisor, poll_until  # noqa: E402
 
 KEY = "overhead"  # the section of bench/baseline.json
+COMPOSE = REPO / "compose.yaml"
+LAB_DEFAULT = "lab"
+
+
+def lab_environment(compose: Path = COMPOSE) -> dict[str, str]:
+    """The telemetry settings compose.yaml gives every service (its x-shop-env), so the `lab` mode measures what the
+    lab runs, not a copy of it: the OTEL_* variables but the backends' addresses (the benchmark brings its own
+    receiver), and LOG_LEVEL with `${LOG_LEVEL:-info}` read as its default."""
+    shared = yaml.safe_load(compose.read_text())["x-shop-env"]
+    environment = {
+        name: str(value)
+        for name, value in shared.items()
+        if name.startswith("OTEL_") and not name.endswith("_ENDPOINT")
+    }
+    level = re.fullmatch(r"\$\{LOG_LEVEL:-(\w+)\}|(\w+)", str(shared["LOG_LEVEL"]))
+    if level is None:
+        raise ValueError(
+            f"{compose}: x-shop-env LOG_LEVEL {shared['LOG_LEVEL']!r} is neither a level nor ${{LOG_LEVEL:-level}}"
+        )
+    environment["LOG_LEVEL"] = level[1] or level[2]
+    return {"OTEL_SDK_DISABLED": "false", "OTEL_LOGS_EXPORTER": "none", **environment}
+
+
+# Each mode's whole telemetry environment: nothing telemetry-related comes from the caller's shell.
 MODES: dict[str, dict[str, str]] = {
     # Exporters off as well, so nothing depends on how the SDK reads them when it is disabled.
-    "dark": {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"},
-    "traces": {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none"},
-    "traces+logs": {"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"},
+    "dark": {
+        "OTEL_SDK_DISABLED": "true",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "LOG_LEVEL": "warning",
+    },
+    "traces": {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "none",
+        "LOG_LEVEL": "warning",
+    },
+    "traces+logs": {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "LOG_LEVEL": "warning",
+    },
+    LAB_DEFAULT: lab_environment(),
 }
-LAB_DEFAULT = "traces+logs"
-LOG_LEVELS = {"dark": "warning", "traces": "warning", "traces+logs": "info"}  # info: one access line a request
 SEED_PRODUCTS = 600  # the lab's catalog (the journeys pick product ids from it)
 DEFAULT_SEED_ORDERS = 250_000  # the lab's order history
 CAPACITY_STEP_S, CAPACITY_SETTLE_S = 30.0, 8.0  # as `make bench`
@@ -168,7 +210,6 @@ def shop_environ(mode: str, seed_orders: int, endpoints: dict[str, str]) -> dict
     env.update(MODES[mode])
     env.update(endpoints)
     env |= {
-        "LOG_LEVEL": LOG_LEVELS[mode],
         "SHOP_ENV": "dev",
         "SEED_PRODUCTS": str(SEED_PRODUCTS),
         "SEED_ORDERS": str(seed_orders),
@@ -226,6 +267,20 @@ def set_users(api: str, users: int) -> None:
     )
 
 
+# Requests whose latency is reported apart: one that crosses one service, and an order, which crosses four.
+LATENCY_PROBES = {"one_hop": ("GET", "catalog /products/[id]"), "order": ("POST", "checkout /orders")}
+
+
+def probe_latencies(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """p50 (ms, Locust's, whole milliseconds) of each of LATENCY_PROBES over the window; None if none was sent."""
+    by_request = {(row.get("method"), row.get("name")): row for row in rows}
+    result: dict[str, float | None] = {}
+    for probe, request in LATENCY_PROBES.items():
+        row = by_request.get(request)
+        result[f"p50_ms.{probe}"] = float(row["median_response_time"]) if row and row["num_requests"] else None
+    return result
+
+
 def measure_window(
     api: str, locust: psutil.Process, shop: Shop, receiver: CountingReceiver | None, args: argparse.Namespace
 ) -> dict[str, float | None]:
@@ -258,6 +313,7 @@ def measure_window(
         "rps": sent / elapsed,
         "p50_ms": float(total["median_response_time"] or 0),
         "p95_ms": float(total["response_time_percentile_0.95"] or 0),
+        **probe_latencies(stats["stats"]),
         "errors": float(settling_errors + window_errors),
         "locust_cpu_pct": 100 * locust_cpu / elapsed,
         "spans_per_request": per_request(telemetry("telemetry_exported_items_total", "traces", "success")),
@@ -333,7 +389,17 @@ def capacity(api: str, locust: psutil.Process, shop: Shop, steps: list[int]) -> 
 # Tables: title, then (row label, measure key) pairs, the number format, and whether a ratio to dark makes sense.
 TABLES: list[tuple[str, list[tuple[str, str]], str, bool]] = [
     ("requests/s (Locust)", [("all", "rps")], "{:.1f}", True),
-    ("latency (ms)", [("p50", "p50_ms"), ("p95", "p95_ms")], "{:.0f}", True),
+    (
+        "latency (ms; Locust's p50 is in whole ms)",
+        [
+            ("p50", "p50_ms"),
+            ("p95", "p95_ms"),
+            ("p50 one hop", "p50_ms.one_hop"),  # GET catalog /products/[id]: catalog alone
+            ("p50 order", "p50_ms.order"),  # POST checkout /orders: checkout, auth's token, catalog, payment
+        ],
+        "{:.0f}",
+        True,
+    ),
     ("errors (failures + exceptions, settling included)", [("all", "errors")], "{:.0f}", False),
     (
         "shop CPU ms per request (each service: over the requests it served; shop: over the requests Locust sent)",
@@ -427,6 +493,11 @@ def print_tables(summary: dict[str, Any], baseline: dict[str, Any] | None, round
                     f"{ratio(by_mode.get(mode), by_mode.get('dark')) if ratios else '':>22}" for mode in modes[1:]
                 )
                 print(f"{(name or label)[:16]:<16}{cells}{versus}")
+    one_hop = summary.get("p50_ms.one_hop", {})
+    dark = (one_hop.get("dark") or {}).get("median")
+    if dark is not None:
+        added = "  ".join(f"{mode} {one_hop[mode]['median'] - dark:+.0f} ms" for mode in modes[1:] if one_hop.get(mode))
+        print(f"\nadded p50 per hop (GET catalog /products/[id], one service, less dark's; whole ms): {added}")
 
 
 def print_capacity(result: dict[str, Any], baseline: dict[str, Any] | None) -> None:
@@ -465,7 +536,7 @@ def steps_list(raw: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=positive(int), default=3, help="rounds of the three modes (default 3)")
+    parser.add_argument("--rounds", type=positive(int), default=3, help="rounds of the four modes (default 3)")
     parser.add_argument("--users", type=positive(int), default=20, help="Locust users (default 20)")
     parser.add_argument("--think-time-scale", type=positive(float), default=0.2, help="SHOP_THINK_TIME_SCALE (0.2)")
     parser.add_argument("--seconds", type=positive(float), default=60, help="measured window per run (default 60)")
@@ -551,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     if found:
         print_capacity(found, baseline)
     result: dict[str, Any] = {
-        "modes": {mode: {**MODES[mode], "LOG_LEVEL": LOG_LEVELS[mode]} for mode in MODES},
+        "modes": MODES,
         "prometheus_metrics": "recorded in every mode",
         "receiver": "tests' OtlpReceiver (test double)" if receiver is not None else "real backends",
         "pinned": {"shop": pins.shop_cpu, "bench_and_locust": pins.rest_cpu} if pins else None,

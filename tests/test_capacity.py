@@ -19,15 +19,15 @@ SERIES = {"catalog": 100, "checkout": 200, "payment": 100, "auth": 100}  # 500 a
 
 def overhead_section() -> dict:
     """What bench/overhead.py --record writes, with round numbers: the traces mode's 1200 B over 4 spans is 300 B a
-    span; traces+logs' 1600 B less its 4 spans' 1200 B, over 2 records, is 200 B a record."""
+    span; lab's 1600 B less its 4 spans' 1200 B, over 2 records, is 200 B a record."""
     return {
         "recorded_at": "2026-01-01T00:00:00Z",
         "summary": {
-            "spans_per_request": {"dark": {"median": 0.0}, "traces": {"median": 4.0}, "traces+logs": {"median": 4.0}},
-            "logs_per_request": {"traces": {"median": 0.0}, "traces+logs": {"median": 2.0}},
-            "bytes_per_request": {"traces": {"median": 1200.0}, "traces+logs": {"median": 1600.0}},
+            "spans_per_request": {"dark": {"median": 0.0}, "traces": {"median": 4.0}, "lab": {"median": 4.0}},
+            "logs_per_request": {"traces": {"median": 0.0}, "lab": {"median": 2.0}},
+            "bytes_per_request": {"traces": {"median": 1200.0}, "lab": {"median": 1600.0}},
         },
-        "capacity": {"traces+logs": {"max_sustained_rps": 100.0, "at_users": 60, "limit_reached": True}},
+        "capacity": {"lab": {"max_sustained_rps": 100.0, "at_users": 60, "limit_reached": True}},
         "series_per_instance": dict(SERIES),
     }
 
@@ -99,9 +99,9 @@ def test_the_real_overhead_numbers_are_read(tmp_path):
 
     span_bytes = median("bytes_per_request", "traces") / median("spans_per_request", "traces")
     assert got.span_bytes == pytest.approx(span_bytes)
-    spans, logs = median("spans_per_request", "traces+logs"), median("logs_per_request", "traces+logs")
-    assert got.log_bytes == pytest.approx((median("bytes_per_request", "traces+logs") - spans * span_bytes) / logs)
-    assert got.instance_rps == overhead["capacity"]["traces+logs"]["max_sustained_rps"]
+    spans, logs = median("spans_per_request", "lab"), median("logs_per_request", "lab")
+    assert got.log_bytes == pytest.approx((median("bytes_per_request", "lab") - spans * span_bytes) / logs)
+    assert got.instance_rps == overhead["capacity"]["lab"]["max_sustained_rps"]
     assert 50 < got.span_bytes < 5000 and 20 < got.log_bytes < 5000  # bytes of one span, of one record
 
 
@@ -282,7 +282,7 @@ def test_bad_options_are_one_clear_line_and_exit_2(capsys, write_baseline, optio
                     **overhead_section(),
                     "summary": {
                         **overhead_section()["summary"],
-                        "bytes_per_request": {"traces": {"median": None}, "traces+logs": {"median": 1600.0}},
+                        "bytes_per_request": {"traces": {"median": None}, "lab": {"median": 1600.0}},
                     },
                 }
             },
@@ -294,7 +294,7 @@ def test_bad_options_are_one_clear_line_and_exit_2(capsys, write_baseline, optio
                     **overhead_section(),
                     "summary": {
                         **overhead_section()["summary"],
-                        "bytes_per_request": {"traces": {"median": 1200.0}, "traces+logs": {"median": 1000.0}},
+                        "bytes_per_request": {"traces": {"median": 1200.0}, "lab": {"median": 1000.0}},
                     },
                 }
             },

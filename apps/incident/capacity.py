@@ -28,7 +28,9 @@ from shoplib.services import SERVICES
 DEFAULT_MEASUREMENTS = Path(__file__).resolve().parents[2] / "bench" / "baseline.json"
 # --record replaces the whole "overhead" section, so the capacity steps must run in the same recording.
 RECORD_HINT = 'make bench-overhead BENCH_ARGS="--capacity --record" (bench/overhead.py)'
-MODE = "traces+logs"  # the lab's default telemetry: spans and log records over OTLP, LOG_LEVEL=info
+MODE = (
+    "lab"  # bench/overhead.py's mode for the lab's default telemetry: spans and log records over OTLP, LOG_LEVEL=info
+)
 DEFAULT_USERS = (100, 10_000, 1_000_000, 100_000_000)
 MAX_USERS = 10**10
 SECONDS_PER_DAY = 86_400

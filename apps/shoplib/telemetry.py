@@ -45,6 +45,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import otlp_wire
 from .metrics import TELEMETRY_DROPPED, TELEMETRY_EXPORTED, TELEMETRY_QUEUED
 from .releases import ReleaseLogFilter, ReleaseSpanProcessor
+from .spans import record_lightly
 
 # Graceful shutdown's last flush of spans and records, at most (both at once). Without a bound an endpoint that
 # accepts and never answers holds the worker for OTEL_EXPORTER_OTLP_TIMEOUT (10 s) per signal, past gunicorn's
@@ -251,6 +252,7 @@ def configure_telemetry(service: str) -> None:
     )
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
+        record_lightly(provider)
         # Both act on spans as they start; export happens at their end.
         provider.add_span_processor(ReleaseSpanProcessor())
         provider.add_span_processor(QueryRedactingSpanProcessor())

@@ -1,0 +1,192 @@
+"""shoplib.spans records what the SDK records: the same operations on a span, through the SDK's Tracer and through a
+RecordingTracer, export the same OTLP message (the SDK's own encoder), for operations hypothesis makes up."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+from shoplib import releases
+from shoplib.releases import ReleaseSpanProcessor
+from shoplib.spans import RecordingSpan, RecordingTracer, record_lightly
+from shoplib.telemetry import REDACTED, QueryRedactingSpanProcessor
+
+KEYS = st.sampled_from(["a", "b", "c", "d", "http.target", ""])  # few keys: overwrites and the count limit happen
+VALUES = st.one_of(
+    st.text(max_size=12),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.lists(st.text(max_size=4), max_size=3),
+    st.lists(st.integers(min_value=0, max_value=9), max_size=3),
+    st.none(),  # invalid: dropped
+    st.just({"nested": 1}),  # a mapping: not a span attribute value, dropped with a warning
+)
+ATTRIBUTES = st.dictionaries(KEYS, VALUES, max_size=5)
+TIMES = st.integers(min_value=1, max_value=2**62)
+OPERATION = st.one_of(
+    st.tuples(st.just("set_attribute"), KEYS, VALUES),
+    st.tuples(st.just("set_attributes"), ATTRIBUTES),
+    st.tuples(st.just("update_name"), st.text(max_size=10)),
+    st.tuples(st.just("add_event"), st.text(max_size=6), ATTRIBUTES, TIMES),
+    st.tuples(st.just("add_link"), st.integers(min_value=1, max_value=2**64 - 1), ATTRIBUTES),
+    st.tuples(
+        st.just("set_status"),
+        st.sampled_from(
+            [Status(StatusCode.OK), Status(StatusCode.ERROR, "boom"), Status(StatusCode.UNSET), StatusCode.ERROR]
+        ),
+    ),
+    st.tuples(st.just("record_exception"), st.sampled_from([ValueError("bad"), KeyError("k")]), TIMES),
+)
+SCRIPT = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=10),
+        "kind": st.sampled_from(list(SpanKind)),
+        "attributes": ATTRIBUTES,
+        "parent": st.none() | st.tuples(st.integers(min_value=1, max_value=2**128 - 1), st.booleans()),
+        "before_end": st.lists(OPERATION, max_size=8),
+        "after_end": st.lists(OPERATION, max_size=2),  # ignored by both: the span has ended
+        "start": TIMES,
+        "limits": st.sampled_from(
+            [SpanLimits(), SpanLimits(max_span_attributes=2, max_span_attribute_length=3, max_events=1)]
+        ),
+    }
+)
+
+
+class CountingIds(IdGenerator):
+    """The same ids, in the same order, for both tracers."""
+
+    def __init__(self) -> None:
+        self.next = itertools.count(1)
+
+    def generate_span_id(self) -> int:
+        return next(self.next)
+
+    def generate_trace_id(self) -> int:
+        return next(self.next) << 64
+
+
+def provider(
+    recording: bool, limits: SpanLimits, sampler: Sampler | None = None
+) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    made = TracerProvider(
+        resource=Resource.create({"service.name": "catalog"}),
+        id_generator=CountingIds(),
+        span_limits=limits,
+        sampler=sampler,
+    )
+    if recording:
+        record_lightly(made)
+    made.add_span_processor(SimpleSpanProcessor(exporter))
+    return made, exporter
+
+
+def apply(span: trace.Span, operation: tuple[Any, ...]) -> None:
+    name, *arguments = operation
+    if name == "add_link":
+        (span_id, attributes) = arguments
+        span.add_link(SpanContext(span_id << 64, span_id, False, TraceFlags(TraceFlags.SAMPLED)), attributes)
+    elif name == "record_exception":
+        error, timestamp = arguments
+        span.record_exception(error, timestamp=timestamp)
+    elif name == "add_event":
+        event, attributes, timestamp = arguments
+        span.add_event(event, attributes, timestamp)
+    else:
+        getattr(span, name)(*arguments)
+
+
+def run(script: dict[str, Any], recording: bool) -> Any:
+    made, exporter = provider(recording, script["limits"])
+    context = None
+    if script["parent"]:
+        trace_id, remote = script["parent"]
+        parent = SpanContext(trace_id, 7, remote, TraceFlags(TraceFlags.SAMPLED))
+        context = set_span_in_context(NonRecordingSpan(parent))
+    span = made.get_tracer("shop", "1.0").start_span(
+        script["name"], context, script["kind"], script["attributes"], start_time=script["start"]
+    )
+    for operation in script["before_end"]:
+        apply(span, operation)
+    span.end(end_time=script["start"] + 1000)
+    for operation in script["after_end"]:
+        apply(span, operation)
+    span.end()  # a second end changes nothing
+    finished = exporter.get_finished_spans()
+    return finished, encode_spans(finished)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCRIPT)
+def test_a_recording_span_exports_what_the_sdks_span_exports(script):
+    sdk_spans, sdk_message = run(script, recording=False)
+    spans, message = run(script, recording=True)
+    assert isinstance(spans[0], RecordingSpan)
+    assert message == sdk_message
+    assert [s.dropped_attributes for s in spans] == [s.dropped_attributes for s in sdk_spans]
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_start_as_current_span_makes_it_current_and_an_escaping_exception_marks_it(recording):
+    made, exporter = provider(recording, SpanLimits())
+    tracer = made.get_tracer("shop")
+    with pytest.raises(RuntimeError), tracer.start_as_current_span("step") as span:
+        assert trace.get_current_span() is span
+        raise RuntimeError("down")
+    assert trace.get_current_span() is not span
+    (ended,) = exporter.get_finished_spans()
+    assert ended.status.status_code is StatusCode.ERROR
+    assert ended.status.description == "RuntimeError: down"
+    assert [event.name for event in ended.events] == ["exception"]
+
+
+def test_an_unsampled_trace_records_nothing():
+    made, exporter = provider(True, SpanLimits(), ParentBased(ALWAYS_OFF))
+    tracer = made.get_tracer("shop")
+    span = tracer.start_span("not kept")
+    assert not span.is_recording()
+    assert not span.get_span_context().trace_flags.sampled
+    span.end()
+    # A sampled remote parent is followed, as ParentBased says.
+    parent = SpanContext(5 << 64, 5, True, TraceFlags(TraceFlags.SAMPLED))
+    kept = tracer.start_span("kept", set_span_in_context(NonRecordingSpan(parent)))
+    kept.end()
+    assert [s.name for s in exporter.get_finished_spans()] == ["kept"]
+    assert exporter.get_finished_spans()[0].parent == parent
+
+
+def test_the_shops_processors_see_a_recording_span_as_an_sdk_span(monkeypatch):
+    """The release stamp and the URL redaction run at the start of every span, as they did on the SDK's."""
+    monkeypatch.setattr(releases, "_process_stable", "1.4.0")  # the release this process serves outside a request
+    made, exporter = provider(True, SpanLimits())
+    made.add_span_processor(ReleaseSpanProcessor())
+    made.add_span_processor(QueryRedactingSpanProcessor())
+    tracer = made.get_tracer("shop")
+    assert isinstance(tracer, RecordingTracer)
+    tracer.start_span("GET", attributes={"http.target": "/products?api_token=s3cret&page=2"}).end()
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["http.target"] == f"/products?api_token={REDACTED}&page=2"
+    assert span.attributes["service.version"] == "1.4.0"
