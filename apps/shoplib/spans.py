@@ -11,8 +11,7 @@ and the same ReadableSpan the exporters encode.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -135,7 +134,8 @@ class RecordingSpan(Span):
 
 
 class RecordingTracer(Tracer):
-    """The SDK's Tracer, starting RecordingSpans: the same sampling, ids and trace flags as Tracer.start_span."""
+    """The SDK's Tracer, starting RecordingSpans: the same sampling, ids and trace flags as Tracer.start_span.
+    Its start_as_current_span is the SDK's, which calls this start_span."""
 
     def start_span(  # noqa: PLR0917 - the SDK's signature
         self,
@@ -186,30 +186,6 @@ class RecordingTracer(Tracer):
         )
         span.start(parent_context=context)
         return span
-
-    @contextmanager
-    def start_as_current_span(  # type: ignore[override]  # noqa: PLR0917 - the SDK's signature
-        self,
-        name: str,
-        context: context_api.Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: types.Attributes = None,
-        links: Sequence[trace_api.Link] | None = (),
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[trace_api.Span]:
-        span = self.start_span(
-            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
-        )
-        with trace_api.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
 
 
 def record_lightly(provider: TracerProvider) -> None:
