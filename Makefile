@@ -18,7 +18,7 @@ help:
 	@echo "make bench-detection  time to alert and who is paged for every drill, then a healthy peak hour (about 70 min)"
 	@echo "make bench-scenarios  every game day (bad release, canary, missing index, lock contention) with timings (about 20 min)"
 	@echo "make bench-footprint  every lab process's memory at idle, peak hour and Spike vs compose's limits, and its stop time (12 min)"
-	@echo "make bench-overhead   what traces and logs cost the shop (CPU, latency, memory, bytes) vs a dark shop (about 25 min)"
+	@echo "make bench-overhead   what traces and logs cost the shop (CPU, latency, memory, bytes) vs a dark shop (about 35 min)"
 	@echo "make bench-outage     Tempo away for a minute under load: the shop's memory, queue and counted loss every 5 s (3 min)"
 	@echo "make clean     remove $(VENV) and the native services' data"
 

@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -565,6 +566,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM (a timeout, `kill`) unwinds like Ctrl-C, so the shops and Locusts this started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     pins = pinning()
     if pins is None:
         print(f"only {len(os.sched_getaffinity(0))} CPU here: nothing pinned, Locust shares the shop's CPU")
