@@ -27,6 +27,46 @@ _PRIMITIVE = frozenset({str, bool, int, float})
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
 
 
+def is_plain(value: object, limit: int | None) -> bool:
+    """A value the SDK would keep as it is: a primitive, and no string over the length limit."""
+    return type(value) in _PRIMITIVE and (limit is None or type(value) is not str or len(value) <= limit)
+
+
+def store(attributes: dict[str, Any], key: str, value: Any, maximum: int | None) -> int:
+    """Set one clean attribute as the SDK's BoundedAttributes does: a key set again moves to the end; over `maximum`,
+    the oldest goes. How many were dropped (0 or 1)."""
+    dropped = 0
+    if key in attributes:
+        del attributes[key]
+    elif maximum is not None and len(attributes) >= maximum:
+        del attributes[next(iter(attributes))]
+        dropped = 1
+    attributes[key] = value
+    return dropped
+
+
+def bounded_update(
+    attributes: dict[str, Any], new: Mapping[str, Any], maximum: int | None, length_limit: int | None
+) -> int:
+    """`attributes` updated with `new` as the SDK's BoundedAttributes updates itself: values cleaned (primitives by a
+    type check, anything else by the SDK's own cleaning, which drops what OTLP cannot carry), then each stored.
+    How many were dropped."""
+    if maximum == 0:
+        return len(new)
+    dropped = 0
+    if not all(key and type(key) is str and is_plain(value, length_limit) for key, value in new.items()):
+        cleaned = _clean_attribute_value(dict(new), length_limit)
+        assert isinstance(cleaned, dict)
+        dropped = len(new) - len(cleaned)
+        new = cleaned
+    if not attributes and (maximum is None or len(new) <= maximum):
+        attributes.update(new)  # the common case, a record's or a new span's first attributes: nothing to move or drop
+        return dropped
+    for key, value in new.items():
+        dropped += store(attributes, key, value, maximum)
+    return dropped
+
+
 class RecordingSpan(Span):
     """An SDK Span written by one thread at a time: no lock per change, no copy at its end."""
 
@@ -79,17 +119,10 @@ class RecordingSpan(Span):
         if self._end_time is not None:
             logger.warning("Setting attribute on ended span.")
             return
-        if self._limits.max_span_attributes == 0:
-            self._dropped_attributes += len(attributes)
-            return
-        limit = self._limits.max_span_attribute_length
-        if not all(key and type(key) is str and self._plain(value, limit) for key, value in attributes.items()):
-            cleaned = _clean_attribute_value(dict(attributes), limit)
-            assert isinstance(cleaned, dict)
-            self._dropped_attributes += len(attributes) - len(cleaned)
-            attributes = cleaned
-        for key, value in attributes.items():
-            self._store(key, value)
+        limits = self._limits
+        self._dropped_attributes += bounded_update(
+            self._attributes, attributes, limits.max_span_attributes, limits.max_span_attribute_length
+        )
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         if self._end_time is not None:
@@ -102,24 +135,14 @@ class RecordingSpan(Span):
             logger.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.", key)
             self._dropped_attributes += 1
             return
-        limit = self._limits.max_span_attribute_length
-        self._store(key, value if self._plain(value, limit) else _clean_attribute_value(value, limit))
-
-    @staticmethod
-    def _plain(value: object, limit: int | None) -> bool:
-        """A value the SDK would keep as it is: a primitive, and no string over the length limit."""
-        return type(value) in _PRIMITIVE and (limit is None or type(value) is not str or len(value) <= limit)
-
-    def _store(self, key: str, value: types.AnyValue) -> None:
-        """As the SDK's BoundedAttributes: a key set again moves to the end; over the limit, the oldest goes."""
-        attributes = self._attributes
-        maximum = self._limits.max_span_attributes
-        if key in attributes:
-            del attributes[key]
-        elif maximum is not None and len(attributes) >= maximum:
-            del attributes[next(iter(attributes))]
-            self._dropped_attributes += 1
-        attributes[key] = value
+        limits = self._limits
+        limit = limits.max_span_attribute_length
+        self._dropped_attributes += store(
+            self._attributes,
+            key,
+            value if is_plain(value, limit) else _clean_attribute_value(value, limit),
+            limits.max_span_attributes,
+        )
 
     def start(self, start_time: int | None = None, parent_context: context_api.Context | None = None) -> None:
         """The processors' on_start (the start time was set when the span was made)."""

@@ -24,7 +24,6 @@ from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
 from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.exporter.otlp.proto.http import _log_exporter, trace_exporter
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.metrics import (
@@ -43,6 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import otlp_wire
+from .log_records import RecordingLogHandler
 from .metrics import TELEMETRY_DROPPED, TELEMETRY_EXPORTED, TELEMETRY_QUEUED
 from .releases import ReleaseLogFilter, ReleaseSpanProcessor
 from .spans import record_lightly
@@ -257,7 +257,7 @@ def configure_telemetry(service: str) -> None:
         provider.add_span_processor(ReleaseSpanProcessor())
         provider.add_span_processor(QueryRedactingSpanProcessor())
     if os.environ["OTEL_LOGS_EXPORTER"].strip().lower() != "none":
-        handler = LoggingHandler(logger_provider=get_logger_provider())
+        handler = RecordingLogHandler(logger_provider=get_logger_provider())
         handler.addFilter(ReleaseLogFilter())
         handler.addFilter(QueryRedactingLogFilter())
         # The exporter's own warnings about a down endpoint must not feed back into that endpoint.
