@@ -22,8 +22,9 @@ class ShopJsonFormatter(JsonFormatter):
     trace_id as a record attribute would send it twice.
 
     The line is python-json-logger's, character for character (tests/test_logs.py compares them on generated
-    records), written in one pass: its generic path (a dict built through rename and default lookups, a datetime
-    encoded by a fresh encoder's fallback) cost 60% of an access line's formatting here (bench/overhead.py).
+    records), written in one pass, without its generic path (a dict built through rename and default lookups, a
+    datetime encoded through a fresh encoder's fallback): an access line on stdout, in a span, costs 15 µs of CPU
+    instead of 19 here.
     """
 
     def __init__(self, service: str) -> None:

@@ -98,8 +98,8 @@ class ShopWorker(ThreadWorker):
 
 class ShopGunicornLogger(glogging.Logger):
     """gunicorn's logger without gunicorn's access lines. The app writes its own, with trace ids; gunicorn, because
-    logconfig_dict is set, would build its access fields for every request and log them to a logger with no handler:
-    about 2% of a worker's CPU under load (py-spy), for nothing."""
+    logconfig_dict is set, would build its access fields for every request and log them to a logger with no handler.
+    Without that, catalog alone at 200 req/s spent 334 µs of CPU a request instead of 392 (dark, one A/B pair)."""
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         return

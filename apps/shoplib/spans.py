@@ -6,7 +6,8 @@ read-only copy of the span made at its end for the processors. The shop's spans 
 read only once ended, so a RecordingSpan keeps its attributes in a plain dict, checks primitive values by type, and
 hands itself to the processors at its end: 24 µs for the same span (README, "What telemetry costs"). Everything
 else is the SDK's: its sampler, ids, limits, processors, exporters and the OTEL_* variables they read, the same span
-API (events, links, status, exceptions), and the same ReadableSpan the exporters encode.
+API (events, links, status, exceptions), and the same ReadableSpan the exporters encode. bounded_update serves the
+log records too (shoplib.log_records): the SDK bounds both with the same mapping.
 """
 
 from __future__ import annotations
