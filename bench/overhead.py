@@ -8,7 +8,7 @@
     python bench/overhead.py --record                         # ... and keep the result in bench/baseline.json
 
 Modes, each on a fresh shop (shoplib's Supervisor, fresh data, the same seed sizes):
-  dark         OTEL_SDK_DISABLED=true (no SDK, no server spans, no requests instrumentation), LOG_LEVEL=warning
+  dark         OTEL_SDK_DISABLED=true (no SDK, no server or client spans), LOG_LEVEL=warning
   traces       spans over OTLP, no OTLP logs, LOG_LEVEL=warning
   traces+logs  spans and log records over OTLP, LOG_LEVEL=warning: the log pipeline, carrying warnings and errors
   lab          what compose.yaml gives every service (x-shop-env, read from the file): spans and log records over
@@ -126,9 +126,10 @@ MODES: dict[str, dict[str, str]] = {
 SEED_PRODUCTS = 600  # the lab's catalog (the journeys pick product ids from it)
 DEFAULT_SEED_ORDERS = 250_000  # the lab's order history
 CAPACITY_STEP_S, CAPACITY_SETTLE_S = 30.0, 8.0  # as `make bench`
-# From a moderate load up, 20 users apart where the modes reach their limits: a larger jump logs more users in at once,
-# and their logins, queued behind auth's password hashing, fail a step whose latency is fine (60 users at once did).
-CAPACITY_STEPS = "120,140,160,180,200,220,240,270,300,330,360,400"
+# From a moderate load up, 15 users apart where the modes reach their limits: a larger jump logs more users in at once,
+# and their logins, queued behind auth's password hashing, fail a step whose latency is fine (60 users at once did,
+# and 30 apart favoured whichever mode happened to pass the step below its limit).
+CAPACITY_STEPS = "120,150,180,210,225,240,255,270,285,300,315,330,345,360,390"
 SETTINGS_RECORDED = ("rounds", "users", "think_time_scale", "seconds", "settle", "seed_orders", "capacity")
 
 
@@ -540,7 +541,12 @@ def steps_list(raw: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=positive(int), default=3, help="rounds of the four modes (default 3)")
-    parser.add_argument("--users", type=positive(int), default=20, help="Locust users (default 20)")
+    parser.add_argument(
+        "--users",
+        type=positive(int),
+        default=60,
+        help="Locust users (default 60: a quarter of the shop's core, steadier than fewer)",
+    )
     parser.add_argument("--think-time-scale", type=positive(float), default=0.2, help="SHOP_THINK_TIME_SCALE (0.2)")
     parser.add_argument("--seconds", type=positive(float), default=60, help="measured window per run (default 60)")
     parser.add_argument("--settle", type=positive(float), default=15, help="unmeasured time before it (default 15)")

@@ -35,7 +35,7 @@ def order_trace(trace="t1", payment_ms=60, wait_ms=2, fail_payment=False, paymen
     """checkout POST /orders -> charge payment -> client call -> payment POST /payments -> gateway."""
     end = 12 + payment_ms + wait_ms  # when the gateway answers
     fail = {"error": fail_payment, "trace": trace}
-    peer = {"http.url": "http://127.0.0.1:8083/payments"}  # what the requests instrumentation records
+    peer = {"http.url": "http://127.0.0.1:8083/payments"}  # what the shop's client spans record
     spans = [
         span("a", "", "checkout", "POST /orders", 0, end + 10, kind="server", **fail),
         span("b", "a", "checkout", "charge payment", 5, end + 5, **fail),

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, AlwaysRecordSampler, ParentBased, Sampler
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -24,6 +24,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 
@@ -32,6 +33,7 @@ from shoplib.releases import ReleaseSpanProcessor
 from shoplib.spans import RecordingSpan, RecordingTracer, record_lightly
 from shoplib.telemetry import REDACTED, QueryRedactingSpanProcessor
 
+ALWAYS_RECORD = AlwaysRecordSampler(ParentBased(ALWAYS_OFF))  # records without sampling: RECORD_ONLY
 KEYS = st.sampled_from(["a", "b", "c", "d", "http.target", ""])  # few keys: overwrites and the count limit happen
 VALUES = st.one_of(
     st.text(max_size=12),
@@ -64,10 +66,19 @@ SCRIPT = st.fixed_dictionaries(
         "name": st.text(max_size=10),
         "kind": st.sampled_from(list(SpanKind)),
         "attributes": ATTRIBUTES,
-        "parent": st.none() | st.tuples(st.integers(min_value=1, max_value=2**128 - 1), st.booleans()),
+        # trace id, remote or local, sampled or not, the trace state it carries
+        "parent": st.none()
+        | st.tuples(
+            st.integers(min_value=0, max_value=2**128 - 1),  # 0: an invalid parent, a root span then
+            st.booleans(),
+            st.booleans(),
+            st.sampled_from([TraceState(), TraceState([("shop", "a1")])]),
+        ),
         "before_end": st.lists(OPERATION, max_size=8),
         "after_end": st.lists(OPERATION, max_size=2),  # ignored by both: the span has ended
         "start": TIMES,
+        # None: the SDK's default, ParentBased(ALWAYS_ON), which a RecordingTracer decides itself; the others it asks
+        "sampler": st.sampled_from([None, ParentBased(ALWAYS_ON), ParentBased(ALWAYS_OFF), ALWAYS_RECORD]),
         "limits": st.sampled_from(
             [SpanLimits(), SpanLimits(max_span_attributes=2, max_span_attribute_length=3, max_events=1)]
         ),
@@ -120,12 +131,12 @@ def apply(span: trace.Span, operation: tuple[Any, ...]) -> None:
 
 
 def run(script: dict[str, Any], recording: bool) -> Any:
-    made, exporter = provider(recording, script["limits"])
+    made, exporter = provider(recording, script["limits"], script["sampler"])
     context = None
     if script["parent"]:
-        trace_id, remote = script["parent"]
-        parent = SpanContext(trace_id, 7, remote, TraceFlags(TraceFlags.SAMPLED))
-        context = set_span_in_context(NonRecordingSpan(parent))
+        trace_id, remote, sampled, state = script["parent"]
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        context = set_span_in_context(NonRecordingSpan(SpanContext(trace_id, 7, remote, flags, state)))
     span = made.get_tracer("shop", "1.0").start_span(
         script["name"], context, script["kind"], script["attributes"], start_time=script["start"]
     )
@@ -136,15 +147,16 @@ def run(script: dict[str, Any], recording: bool) -> Any:
         apply(span, operation)
     span.end()  # a second end changes nothing
     finished = exporter.get_finished_spans()
-    return finished, encode_spans(finished)
+    return finished, encode_spans(finished), (span.is_recording(), span.get_span_context())
 
 
 @settings(max_examples=300, deadline=None)
 @given(SCRIPT)
 def test_a_recording_span_exports_what_the_sdks_span_exports(script):
-    sdk_spans, sdk_message = run(script, recording=False)
-    spans, message = run(script, recording=True)
-    assert isinstance(spans[0], RecordingSpan)
+    sdk_spans, sdk_message, sdk_started = run(script, recording=False)
+    spans, message, started = run(script, recording=True)
+    assert started == sdk_started  # recording or not, ids, flags and trace state
+    assert all(isinstance(span, RecordingSpan) for span in spans)
     assert message == sdk_message
     assert [s.dropped_attributes for s in spans] == [s.dropped_attributes for s in sdk_spans]
 

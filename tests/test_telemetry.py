@@ -200,7 +200,7 @@ def test_sensitive_query_values_are_redacted_and_the_rest_kept(text, redacted):
 
 
 def test_url_attributes_are_redacted_on_every_span_as_it_starts():
-    """Server spans (http.target, url.query) and the requests instrumentation's client spans (http.url, url.full)."""
+    """Server spans (http.target, url.query) and client spans (http.url; url.full from other instrumentations)."""
     exported = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(QueryRedactingSpanProcessor())

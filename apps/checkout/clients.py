@@ -1,4 +1,4 @@
-"""HTTP calls to auth, catalog and payment. Trace context rides on every call (requests is instrumented)."""
+"""HTTP calls to auth, catalog and payment. Trace context rides on every call (shoplib.telemetry.traced_send)."""
 
 from __future__ import annotations
 

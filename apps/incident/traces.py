@@ -40,7 +40,7 @@ class Span:
     @property
     def peer(self) -> str:
         """host:port a client span called ('' when it says nothing), to name a callee that never answered.
-        The requests instrumentation writes the old `http.url`; newer ones `url.full` or `server.*`."""
+        The shop's client spans write the old `http.url`; newer instrumentations `url.full` or `server.*`."""
         url = self.attributes.get("url.full") or self.attributes.get("http.url")
         if url:
             return urlsplit(str(url)).netloc

@@ -19,7 +19,8 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import _clean_attribute_value
-from opentelemetry.sdk.trace import Span, SpanLimits, Tracer, TracerProvider, logger
+from opentelemetry.sdk.trace import Event, Span, SpanLimits, Tracer, TracerProvider, logger
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.util import types
 
@@ -105,8 +106,9 @@ class RecordingSpan(Span):
         self._end_time: int | None = None
         self._attributes: dict[str, Any] = {}
         self._dropped_attributes = 0
-        self._events = self._new_events()  # type: ignore[no-untyped-call]
-        self._links = self._new_links(links)
+        # Most spans never get an event or a link: the SDK's bounded, locked lists are made at the first one.
+        self._events = _NONE
+        self._links = self._new_links(links) if links else _NONE
         # Events, links, status and exceptions go through the SDK's own methods, which take this lock.
         self._lock = _NoLock.instance  # type: ignore[assignment]
         if attributes:
@@ -144,6 +146,16 @@ class RecordingSpan(Span):
             value if is_plain(value, limit) else _clean_attribute_value(value, limit),
             limits.max_span_attributes,
         )
+
+    def _add_event(self, event: Event) -> None:
+        if self._events is _NONE:
+            self._events = self._new_events()  # type: ignore[no-untyped-call]
+        super()._add_event(event)
+
+    def _add_link(self, link: trace_api.Link) -> None:
+        if self._links is _NONE:
+            self._links = self._new_links(())
+        super()._add_link(link)
 
     def start(self, start_time: int | None = None, parent_context: context_api.Context | None = None) -> None:
         """The processors' on_start (the start time was set when the span was made)."""
@@ -184,8 +196,18 @@ class RecordingTracer(Tracer):
         else:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
-        sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = TraceFlags.SAMPLED if sampling.decision.is_sampled() else TraceFlags.DEFAULT
+        if self.sampler is DEFAULT_ON:
+            # The SDK's default sampler, ParentBased(ALWAYS_ON), decided as it decides: a root is sampled, a child
+            # follows its parent, the trace state is the parent's. Its result object, made for every span, cost more
+            # than the decision.
+            sampled = parent is None or parent.trace_flags.sampled
+            recording, trace_state = sampled, None if parent is None else parent.trace_state
+            kept = attributes
+        else:
+            sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled, recording = sampling.decision.is_sampled(), sampling.decision.is_recording()
+            trace_state, kept = sampling.trace_state, sampling.attributes
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if random_trace_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
         span_context = SpanContext(
@@ -193,9 +215,9 @@ class RecordingTracer(Tracer):
             self.id_generator.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(flags),
-            trace_state=sampling.trace_state,
+            trace_state=trace_state,
         )
-        if not sampling.decision.is_recording():
+        if not recording:
             return NonRecordingSpan(context=span_context)
         span = RecordingSpan(
             name,
@@ -203,7 +225,7 @@ class RecordingTracer(Tracer):
             parent=parent,
             tracer=self,
             kind=kind,
-            attributes=sampling.attributes or _NO_ATTRIBUTES,
+            attributes=kept or _NO_ATTRIBUTES,
             links=links,
             record_exception=record_exception,
             set_status_on_exception=set_status_on_exception,
@@ -241,4 +263,5 @@ class _NoLock:
 
 
 _NoLock.instance = _NoLock()
+_NONE: tuple[Any, ...] = ()  # no events or links (yet): what ReadableSpan reads as none, with none dropped
 _UNSET = trace_api.Status(trace_api.StatusCode.UNSET)

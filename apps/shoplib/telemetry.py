@@ -8,6 +8,7 @@ queues: an unreachable endpoint drops telemetry, never fails a request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -21,10 +22,11 @@ from urllib.parse import unquote_plus
 from flask import Flask, request
 from opentelemetry import context, propagate, trace
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY as _SUPPRESS_HTTP
 from opentelemetry.context import Context
 from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.exporter.otlp.proto.http import _log_exporter, trace_exporter
-from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.utils import http_status_to_status_code, is_http_instrumentation_enabled
 from opentelemetry.instrumentation.wsgi import wsgi_getter
 from opentelemetry.metrics import (
     CallbackOptions,
@@ -40,6 +42,8 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.http import detect_synthetic_user_agent, normalize_user_agent, redact_url, sanitize_method
+from requests import PreparedRequest, Response, Session
 
 from . import otlp_wire
 from .log_records import RecordingLogHandler
@@ -67,9 +71,6 @@ OTEL_DEFAULTS = {
 # The tracer and logger providers read it too, then count every span and record started and ended, about 0.1 ms of
 # CPU a span that no one reads (bench/overhead.py): they are built with it off.
 INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
-# The requests instrumentation also records OpenTelemetry metrics of its own. The shop's RED metrics are
-# Prometheus's (shoplib.metrics) and OTEL_METRICS_EXPORTER is none, so these would be measured, aggregated, unread.
-_UNREAD_METRICS = NoOpMeterProvider()
 
 
 # A query parameter whose name contains one of these words (any case) is a credential or card data a client put in a
@@ -79,8 +80,8 @@ REDACTED = "REDACTED"
 # name=value at the start or after a `?`, `&` or `;`: a query string (url.query), a URL, a target or a request line in
 # a log message.
 _PARAMETER = re.compile(r"(^|[?&;])([^=&;?#\s]+)=([^&;#\s]*)")
-# Where the Flask/WSGI and requests instrumentations put the URL: old semantic conventions (what they write by
-# default) and the stable ones (OTEL_SEMCONV_STABILITY_OPT_IN=http).
+# Where HTTP spans put the URL: the shop's server and client spans (traced_wsgi, traced_send) the old semantic
+# conventions, other instrumentations the stable ones too (OTEL_SEMCONV_STABILITY_OPT_IN=http).
 URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.query")
 
 
@@ -109,8 +110,8 @@ def redact_url_attributes(span: Any) -> None:
 
 
 class QueryRedactingSpanProcessor(SpanProcessor):
-    """Redacts the URL attributes of every span as it starts: the server spans (traced_wsgi) and the requests
-    instrumentation's client spans set them at creation, so no span carries a secret to Tempo."""
+    """Redacts the URL attributes of every span as it starts: the server spans (traced_wsgi) and the client spans
+    (traced_send) set them at creation, so no span carries a secret to Tempo."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         redact_url_attributes(span)
@@ -240,7 +241,7 @@ def configure_telemetry(service: str) -> None:
     OTEL_SDK_DISABLED=true nothing is instrumented either: the shop runs dark, as the overhead benchmark needs."""
     if not _otel_enabled():
         return
-    RequestsInstrumentor().instrument(meter_provider=_UNREAD_METRICS)
+    trace_requests()
     for name, value in OTEL_DEFAULTS.items():
         os.environ.setdefault(name, value)
     os.environ.pop(INTERNAL_METRICS, None)  # see INTERNAL_METRICS: the providers are built without it
@@ -280,7 +281,7 @@ def traced_wsgi(wsgi_app: Any, tracer: trace.Tracer | None = None) -> Any:
     exclusions and set each attribute twice. This span has the attributes the dashboards, diagnosis and span
     metrics read (name `METHOD route`, kind, status, http.route, http.status_code), and what shows who called and
     how: http.method, http.scheme, http.target (redacted by QueryRedactingSpanProcessor), net.peer.ip,
-    http.user_agent (the old HTTP semantic conventions, as the requests instrumentation's client spans)."""
+    http.user_agent (the old HTTP semantic conventions, as the client spans of traced_send)."""
     tracer = tracer or trace.get_tracer(__name__)
 
     def traced(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -320,6 +321,71 @@ def traced_wsgi(wsgi_app: Any, tracer: trace.Tracer | None = None) -> Any:
             span.end()
 
     return traced
+
+
+def trace_requests(tracer: trace.Tracer | None = None) -> None:
+    """Every request that requests sends (Session.send, every session's) in a CLIENT span: traced_send."""
+    if not getattr(Session.send, "traced_by_shop", False):
+        setattr(Session, "send", traced_send(Session.send, tracer or trace.get_tracer(__name__)))  # noqa: B010
+
+
+def traced_send(send: Callable[..., Response], tracer: trace.Tracer) -> Callable[..., Response]:
+    """`send` (requests' Session.send) in a CLIENT span that carries the trace context to the service called. Calls
+    made under suppress_instrumentation (readiness probes, the OTLP exporters' own posts) are sent untraced, and so
+    are the redirects a call follows.
+
+    In place of opentelemetry-instrumentation-requests, which cost checkout about 74 µs of CPU a call against
+    about 30 for this span (bench/overhead.py): it parsed each URL three times, read its header-capture settings
+    from the environment, timed each call for metrics nobody reads and went through context managers four deep.
+    This is the span it recorded in the default semantic conventions (tests/test_client_spans.py compares both):
+    name METHOD, http.method, http.url (credentials and signature parameters redacted by the same function,
+    sensitive query parameters by QueryRedactingSpanProcessor), user_agent.original, http.status_code, ERROR from
+    400 on or on an exception (recorded). Not kept: its OTEL_SEMCONV_STABILITY_OPT_IN,
+    OTEL_PYTHON_REQUESTS_EXCLUDED_URLS and header-capture settings; the shop's server spans (traced_wsgi) write the
+    same old conventions."""
+
+    @functools.wraps(send)
+    def traced(session: Session, request: PreparedRequest, **kwargs: Any) -> Response:
+        if not is_http_instrumentation_enabled():
+            return send(session, request, **kwargs)
+        method = sanitize_method((request.method or "").strip())
+        url = request.url or ""
+        if "@" in url or "?" in url:  # redact_url changes nothing else, and parses every URL twice to find out
+            url = redact_url(url)
+        attributes = {"http.method": method, "http.url": url} if url else {"http.method": method}
+        user_agent = normalize_user_agent(request.headers.get("User-Agent"))
+        if user_agent:
+            synthetic = detect_synthetic_user_agent(user_agent)
+            if synthetic:
+                attributes["user_agent.synthetic.type"] = synthetic
+            attributes["user_agent.original"] = user_agent
+        span = tracer.start_span("HTTP" if method == "_OTHER" else method, kind=SpanKind.CLIENT, attributes=attributes)
+        # The span is current for the propagator; the flag keeps redirects, sent from inside, from tracing again.
+        token = context.attach(context.set_value(_SUPPRESS_HTTP, True, trace.set_span_in_context(span)))
+        try:
+            propagate.inject(request.headers)
+            try:
+                response = send(session, request, **kwargs)
+            except Exception as error:
+                _record_answer(span, getattr(error, "response", None))  # an HTTPError's, for one
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                raise
+            _record_answer(span, response)
+            return response
+        finally:
+            context.detach(token)
+            span.end()
+
+    traced.traced_by_shop = True  # type: ignore[attr-defined]
+    return traced
+
+
+def _record_answer(span: trace.Span, response: object) -> None:
+    """A client span's status code and status: ERROR from 400 on (the call failed, whoever's fault it was)."""
+    if isinstance(response, Response):
+        span.set_attribute("http.status_code", response.status_code)
+        span.set_status(Status(http_status_to_status_code(response.status_code)))
 
 
 def name_server_span() -> None:
