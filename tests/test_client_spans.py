@@ -46,6 +46,10 @@ CALLS = st.fixed_dictionaries(
 )
 
 
+# One plain call; a test sets its answer (and parent).
+CALLS_EXAMPLE = {"method": "GET", "url": "http://catalog:8080/products", "user_agent": None, "parent": False}
+
+
 class Scripted(BaseAdapter):
     """Answers as the call's script says, without a network; remembers the headers of every request sent."""
 
@@ -176,9 +180,6 @@ def test_a_client_span_names_the_call_and_marks_failures():
     (client,) = [span for span in refused if span["kind"] is SpanKind.CLIENT]
     assert client["status"] == (StatusCode.ERROR, "ConnectionError: connection refused")
     assert [name for name, _ in client["events"]] == ["exception"]
-
-
-CALLS_EXAMPLE = {"method": "GET", "url": "http://catalog:8080/products", "user_agent": None, "parent": False}
 
 
 def test_suppressed_calls_are_sent_without_a_span_or_trace_context():
