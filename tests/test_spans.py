@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from unittest import mock
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -29,6 +30,7 @@ from opentelemetry.trace import (
 )
 
 from shoplib import releases
+from shoplib import spans as shop_spans
 from shoplib.releases import ReleaseSpanProcessor
 from shoplib.spans import RecordingSpan, RecordingTracer, record_lightly
 from shoplib.telemetry import REDACTED, QueryRedactingSpanProcessor
@@ -161,18 +163,74 @@ def test_a_recording_span_exports_what_the_sdks_span_exports(script):
     assert [s.dropped_attributes for s in spans] == [s.dropped_attributes for s in sdk_spans]
 
 
-@pytest.mark.parametrize("recording", [False, True])
-def test_start_as_current_span_makes_it_current_and_an_escaping_exception_marks_it(recording):
-    made, exporter = provider(recording, SpanLimits())
+class Interrupted(BaseException):
+    """Not an error (as KeyboardInterrupt): the SDK ends the span without recording it."""
+
+
+def run_with_block(arguments: dict[str, Any], raised: BaseException | None, recording: bool) -> Any:
+    """`with tracer.start_as_current_span(...)` around a block that raises `raised` (or nothing), as a step of the
+    shop's does; the exported span (its exception event's stack trace left out: the frames differ), what was current
+    inside and after, and what escaped."""
+    made, exporter = provider(recording, SpanLimits(), arguments.pop("sampler"))
     tracer = made.get_tracer("shop")
-    with pytest.raises(RuntimeError), tracer.start_as_current_span("step") as span:
-        assert trace.get_current_span() is span
-        raise RuntimeError("down")
-    assert trace.get_current_span() is not span
-    (ended,) = exporter.get_finished_spans()
-    assert ended.status.status_code is StatusCode.ERROR
-    assert ended.status.description == "RuntimeError: down"
-    assert [event.name for event in ended.events] == ["exception"]
+    inside = escaped = None
+    clock = itertools.count(1000).__next__  # the same start, end and event times for both
+    with mock.patch.object(sdk_trace, "time_ns", clock), mock.patch.object(shop_spans, "time_ns", clock):
+        try:
+            with tracer.start_as_current_span("step", **arguments) as span:
+                inside = trace.get_current_span() is span
+                if raised is not None:
+                    raise raised
+        except BaseException as error:  # noqa: BLE001 - whatever escaped is compared
+            escaped = error
+        after = trace.get_current_span() is span
+        if not arguments["end_on_exit"]:
+            span.end()
+    finished = exporter.get_finished_spans()
+    message = encode_spans(finished)
+    for resource in message.resource_spans:
+        for scope in resource.scope_spans:
+            for exported in scope.spans:
+                for event in exported.events:
+                    kept = [kv for kv in event.attributes if kv.key != "exception.stacktrace"]
+                    del event.attributes[:]
+                    event.attributes.extend(kept)
+    return message, inside, after, escaped, span.is_recording()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(list(SpanKind)),
+            "attributes": ATTRIBUTES,
+            "record_exception": st.booleans(),
+            "set_status_on_exception": st.booleans(),
+            "end_on_exit": st.booleans(),
+            "sampler": st.sampled_from([None, ParentBased(ALWAYS_OFF)]),
+        }
+    ),
+    st.sampled_from([None, RuntimeError("down"), KeyError("k"), Interrupted()]),
+)
+def test_start_as_current_span_does_what_the_sdks_does(arguments, raised):
+    sdk = run_with_block(dict(arguments), raised, recording=False)
+    shop = run_with_block(dict(arguments), raised, recording=True)
+    assert shop == sdk
+    assert shop[1:4] == (True, False, raised)  # current inside, not after; what was raised escapes, unchanged
+
+
+def test_start_as_current_span_as_a_decorator_starts_a_span_per_call():
+    made, exporter = provider(True, SpanLimits())
+    tracer = made.get_tracer("shop")
+
+    @tracer.start_as_current_span("step", attributes={"a": 1})
+    def step(value: int) -> int:
+        assert trace.get_current_span().is_recording()
+        return value * 2
+
+    assert step(2) == 4
+    assert step(3) == 6
+    assert [(span.name, dict(span.attributes)) for span in exporter.get_finished_spans()] == [("step", {"a": 1})] * 2
 
 
 def test_an_unsampled_trace_records_nothing():

@@ -10,6 +10,7 @@ gunicorn refuses before the app sees them are answered, logged and counted as th
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import logging
@@ -119,6 +120,22 @@ class ShopServer(BaseApplication):
         return importlib.import_module(self.service).create_app()
 
 
+# Allocations (less deallocations) between young-generation collections; CPython's default is 700. Spans and log
+# records wait seconds for their batch: they survive young collections and, promoted, set off full ones.
+GC_YOUNG_THRESHOLD = 7000
+
+
+def _post_worker_init(_worker: Any) -> None:
+    """Once the app is loaded, what start-up made (modules, the app, its caches: some 70,000 objects) is frozen out of
+    the cyclic collector, which otherwise walks all of it in every full collection (57 ms of catalog's CPU each, with
+    telemetry on), and the young generation is collected a tenth as often. gc.callbacks in the four services over
+    65 s of bench/overhead.py's lab mode at 150 users: 0.56 s of collection before (catalog: 4 full collections),
+    0.09 s after, and one collection of 0.04-0.15 s here."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _worker_exit(_server: Any, _worker: Any) -> None:
     shutdown_telemetry()  # flush spans and logs still queued when SIGTERM arrives
 
@@ -159,6 +176,7 @@ def gunicorn_options(service: str, host: str, port: int, threads: int, log_level
         "proc_name": f"shop-{service}",
         "control_socket_disable": True,  # four masters would fight over one $HOME/.gunicorn/gunicorn.ctl
         "post_fork": post_fork,
+        "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
     }
 
