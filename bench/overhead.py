@@ -24,7 +24,7 @@ so the load generator and the receiver do not take the shop's CPU; with fewer th
 Per request: the shop's CPU (each service's process tree, over the requests that service served by its own
 http_request_duration_seconds_count), spans and log records exported, and OTLP body bytes received (only with
 the built-in receiver). --capacity also steps the users up as bench/load_capacity.py does (p95 < 500 ms, no
-errors), in every round, in each mode's shop after its measured window: one run's limit moved by up to 20 %
+errors), in every round, in each mode's shop after its measured window: one run's limit moved by up to a third
 between runs on this lab's machine, so the median over the rounds is reported (and is what `shoplab capacity`
 scales by), with the range.
 
